@@ -1,0 +1,181 @@
+//! Key material checked by independent implementations: every generated key signs a JWT that
+//! the `jsonwebtoken` crate verifies with the published public JWK, and that crate computes the
+//! same RFC 7638 thumbprint as our `kid`.
+
+use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use jwt_key_rotator::keys::{Algorithm, KeyMaterial, RsaKeySize, generate};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Claims {
+    sub: String,
+    exp: u64,
+}
+
+fn jwt_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    use jsonwebtoken::Algorithm as J;
+    match alg {
+        Algorithm::RS256 => J::RS256,
+        Algorithm::RS384 => J::RS384,
+        Algorithm::RS512 => J::RS512,
+        Algorithm::PS256 => J::PS256,
+        Algorithm::PS384 => J::PS384,
+        Algorithm::PS512 => J::PS512,
+        Algorithm::ES256 => J::ES256,
+        Algorithm::ES384 => J::ES384,
+        Algorithm::EdDSA => J::EdDSA,
+        Algorithm::HS256 => J::HS256,
+        Algorithm::HS384 => J::HS384,
+        Algorithm::HS512 => J::HS512,
+    }
+}
+
+fn signing_key(key: &KeyMaterial) -> EncodingKey {
+    use Algorithm::*;
+    match key.alg() {
+        HS256 | HS384 | HS512 => EncodingKey::from_secret(key.secret_bytes().unwrap()),
+        alg => {
+            let pem = key.private_pem().unwrap().as_bytes();
+            match alg {
+                ES256 | ES384 => EncodingKey::from_ec_pem(pem).unwrap(),
+                EdDSA => EncodingKey::from_ed_pem(pem).unwrap(),
+                _ => EncodingKey::from_rsa_pem(pem).unwrap(),
+            }
+        }
+    }
+}
+
+/// The JWK a verifier is handed: the public JWK, or for HMAC the `oct` JWK in the Secret.
+fn verifier_jwk(key: &KeyMaterial) -> Jwk {
+    match key.public_jwk() {
+        Some(public) => serde_json::from_value(serde_json::to_value(public).unwrap()).unwrap(),
+        None => serde_json::from_str(key.private_jwk_json()).unwrap(),
+    }
+}
+
+fn sign_and_verify(key: &KeyMaterial) {
+    let alg = jwt_alg(key.alg());
+    let claims = Claims {
+        sub: "alice".into(),
+        exp: 4_000_000_000,
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(key.kid().to_string());
+    let token = encode(&header, &claims, &signing_key(key)).unwrap();
+
+    let jwk = verifier_jwk(key);
+    assert_eq!(jwk.common.key_id.as_deref(), Some(key.kid()));
+    let decoding = DecodingKey::from_jwk(&jwk).unwrap();
+    let mut validation = Validation::new(alg);
+    validation.validate_aud = false;
+    let verified = decode::<Claims>(&token, &decoding, &validation)
+        .unwrap_or_else(|e| panic!("{}: token did not verify: {e}", key.alg()));
+    assert_eq!(verified.claims, claims);
+
+    // A token signed by another key of the same algorithm must not verify with this JWK.
+    let other = generate(key.alg(), key.rsa_size()).unwrap();
+    let forged = encode(&header, &claims, &signing_key(&other)).unwrap();
+    assert!(decode::<Claims>(&forged, &decoding, &validation).is_err());
+
+    // kid is the RFC 7638 thumbprint, as computed by an independent implementation.
+    assert_eq!(jwk.thumbprint(ThumbprintHash::SHA256).unwrap(), key.kid());
+}
+
+#[test]
+fn every_algorithm_signs_a_jwt_that_jsonwebtoken_verifies_with_the_published_jwk() {
+    for alg in Algorithm::ALL {
+        let key = generate(alg, None).unwrap();
+        sign_and_verify(&key);
+    }
+}
+
+#[test]
+fn rsa_key_sizes_are_honoured() {
+    for size in [RsaKeySize::Bits2048, RsaKeySize::Bits3072, RsaKeySize::Bits4096] {
+        let key = generate(Algorithm::RS256, Some(size)).unwrap();
+        let n = key.public_jwk().unwrap().n.clone().unwrap();
+        let bytes = base64_len(&n);
+        assert_eq!(bytes * 8, size.bits(), "modulus length for {size:?}");
+        sign_and_verify(&key);
+    }
+}
+
+fn base64_len(b64url: &str) -> usize {
+    b64url.len() * 3 / 4
+}
+
+#[test]
+fn hmac_keys_have_at_least_the_hash_size_and_never_fewer_than_256_bits() {
+    for (alg, bytes) in [(Algorithm::HS256, 32), (Algorithm::HS384, 48), (Algorithm::HS512, 64)] {
+        let key = generate(alg, None).unwrap();
+        assert_eq!(key.secret_bytes().unwrap().len(), bytes, "{alg}");
+        assert!(key.public_jwk().is_none(), "{alg} must have no public JWK");
+        assert!(key.private_pem().is_none());
+    }
+}
+
+#[test]
+fn pem_encodings_round_trip_to_the_same_public_key() {
+    for alg in Algorithm::ALL.into_iter().filter(|a| !a.is_symmetric()) {
+        let key = generate(alg, None).unwrap();
+        let public_pem = key.public_pem().unwrap();
+        assert!(public_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{alg}: SPKI PEM");
+        assert!(key.private_pem().unwrap().starts_with("-----BEGIN PRIVATE KEY-----\n"), "{alg}: PKCS#8 PEM");
+        // jsonwebtoken reads the SPKI PEM; a token signed with the PKCS#8 PEM verifies with it.
+        let jalg = jwt_alg(alg);
+        let decoding = match alg {
+            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(public_pem.as_bytes()),
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(public_pem.as_bytes()),
+            _ => DecodingKey::from_rsa_pem(public_pem.as_bytes()),
+        }
+        .unwrap();
+        let claims = Claims { sub: "bob".into(), exp: 4_000_000_000 };
+        let token = encode(&Header::new(jalg), &claims, &signing_key(&key)).unwrap();
+        let mut validation = Validation::new(jalg);
+        validation.validate_aud = false;
+        assert_eq!(decode::<Claims>(&token, &decoding, &validation).unwrap().claims, claims);
+    }
+}
+
+#[test]
+fn private_jwk_carries_kid_alg_and_the_private_members() {
+    for alg in Algorithm::ALL {
+        let key = generate(alg, None).unwrap();
+        let jwk: serde_json::Value = serde_json::from_str(key.private_jwk_json()).unwrap();
+        assert_eq!(jwk["kid"], key.kid(), "{alg}");
+        assert_eq!(jwk["alg"], alg.as_str(), "{alg}");
+        let private_member = if alg.is_symmetric() { "k" } else { "d" };
+        assert!(jwk[private_member].is_string(), "{alg}: private JWK lacks {private_member}");
+        if let Some(public) = key.public_jwk() {
+            let public = serde_json::to_value(public).unwrap();
+            assert!(public.get("d").is_none() && public.get("k").is_none(), "{alg}: public JWK leaks");
+            for member in ["n", "e", "x", "y", "crv", "kty"] {
+                if let Some(value) = public.get(member) {
+                    assert_eq!(&jwk[member], value, "{alg}: {member} differs between JWKs");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn debug_output_never_contains_key_material() {
+    for alg in Algorithm::ALL {
+        let key = generate(alg, None).unwrap();
+        let debug = format!("{key:?}");
+        let jwk: serde_json::Value = serde_json::from_str(key.private_jwk_json()).unwrap();
+        let private = jwk.get("d").or_else(|| jwk.get("k")).unwrap().as_str().unwrap();
+        assert!(!debug.contains(private), "{alg}: Debug printed the private key");
+        assert!(!debug.contains("PRIVATE KEY"), "{alg}: Debug printed a PEM");
+        assert!(debug.contains(key.kid()));
+    }
+}
+
+#[test]
+fn kids_are_unique_across_generations() {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..50 {
+        assert!(seen.insert(generate(Algorithm::ES256, None).unwrap().kid().to_string()));
+    }
+}
