@@ -1,6 +1,8 @@
 //! jwt-key-rotator: a Kubernetes operator that rotates JWT signing keys.
 //!
-//! Layers (see design.md): `api` (the CRD), `keys` (cryptography, no I/O),
+//! Layers (see design.md): `api` (the CRD and its validation), `keys` (cryptography, no I/O),
 //! `lifecycle` (the pure rotation planner).
 
+pub mod api;
 pub mod keys;
+pub mod lifecycle;

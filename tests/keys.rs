@@ -92,7 +92,11 @@ fn every_algorithm_signs_a_jwt_that_jsonwebtoken_verifies_with_the_published_jwk
 
 #[test]
 fn rsa_key_sizes_are_honoured() {
-    for size in [RsaKeySize::Bits2048, RsaKeySize::Bits3072, RsaKeySize::Bits4096] {
+    for size in [
+        RsaKeySize::Bits2048,
+        RsaKeySize::Bits3072,
+        RsaKeySize::Bits4096,
+    ] {
         let key = generate(Algorithm::RS256, Some(size)).unwrap();
         let n = key.public_jwk().unwrap().n.clone().unwrap();
         let bytes = base64_len(&n);
@@ -107,7 +111,11 @@ fn base64_len(b64url: &str) -> usize {
 
 #[test]
 fn hmac_keys_have_at_least_the_hash_size_and_never_fewer_than_256_bits() {
-    for (alg, bytes) in [(Algorithm::HS256, 32), (Algorithm::HS384, 48), (Algorithm::HS512, 64)] {
+    for (alg, bytes) in [
+        (Algorithm::HS256, 32),
+        (Algorithm::HS384, 48),
+        (Algorithm::HS512, 64),
+    ] {
         let key = generate(alg, None).unwrap();
         assert_eq!(key.secret_bytes().unwrap().len(), bytes, "{alg}");
         assert!(key.public_jwk().is_none(), "{alg} must have no public JWK");
@@ -120,8 +128,16 @@ fn pem_encodings_round_trip_to_the_same_public_key() {
     for alg in Algorithm::ALL.into_iter().filter(|a| !a.is_symmetric()) {
         let key = generate(alg, None).unwrap();
         let public_pem = key.public_pem().unwrap();
-        assert!(public_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{alg}: SPKI PEM");
-        assert!(key.private_pem().unwrap().starts_with("-----BEGIN PRIVATE KEY-----\n"), "{alg}: PKCS#8 PEM");
+        assert!(
+            public_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"),
+            "{alg}: SPKI PEM"
+        );
+        assert!(
+            key.private_pem()
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----\n"),
+            "{alg}: PKCS#8 PEM"
+        );
         // jsonwebtoken reads the SPKI PEM; a token signed with the PKCS#8 PEM verifies with it.
         let jalg = jwt_alg(alg);
         let decoding = match alg {
@@ -130,11 +146,19 @@ fn pem_encodings_round_trip_to_the_same_public_key() {
             _ => DecodingKey::from_rsa_pem(public_pem.as_bytes()),
         }
         .unwrap();
-        let claims = Claims { sub: "bob".into(), exp: 4_000_000_000 };
+        let claims = Claims {
+            sub: "bob".into(),
+            exp: 4_000_000_000,
+        };
         let token = encode(&Header::new(jalg), &claims, &signing_key(&key)).unwrap();
         let mut validation = Validation::new(jalg);
         validation.validate_aud = false;
-        assert_eq!(decode::<Claims>(&token, &decoding, &validation).unwrap().claims, claims);
+        assert_eq!(
+            decode::<Claims>(&token, &decoding, &validation)
+                .unwrap()
+                .claims,
+            claims
+        );
     }
 }
 
@@ -146,10 +170,16 @@ fn private_jwk_carries_kid_alg_and_the_private_members() {
         assert_eq!(jwk["kid"], key.kid(), "{alg}");
         assert_eq!(jwk["alg"], alg.as_str(), "{alg}");
         let private_member = if alg.is_symmetric() { "k" } else { "d" };
-        assert!(jwk[private_member].is_string(), "{alg}: private JWK lacks {private_member}");
+        assert!(
+            jwk[private_member].is_string(),
+            "{alg}: private JWK lacks {private_member}"
+        );
         if let Some(public) = key.public_jwk() {
             let public = serde_json::to_value(public).unwrap();
-            assert!(public.get("d").is_none() && public.get("k").is_none(), "{alg}: public JWK leaks");
+            assert!(
+                public.get("d").is_none() && public.get("k").is_none(),
+                "{alg}: public JWK leaks"
+            );
             for member in ["n", "e", "x", "y", "crv", "kty"] {
                 if let Some(value) = public.get(member) {
                     assert_eq!(&jwk[member], value, "{alg}: {member} differs between JWKs");
@@ -165,8 +195,16 @@ fn debug_output_never_contains_key_material() {
         let key = generate(alg, None).unwrap();
         let debug = format!("{key:?}");
         let jwk: serde_json::Value = serde_json::from_str(key.private_jwk_json()).unwrap();
-        let private = jwk.get("d").or_else(|| jwk.get("k")).unwrap().as_str().unwrap();
-        assert!(!debug.contains(private), "{alg}: Debug printed the private key");
+        let private = jwk
+            .get("d")
+            .or_else(|| jwk.get("k"))
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert!(
+            !debug.contains(private),
+            "{alg}: Debug printed the private key"
+        );
         assert!(!debug.contains("PRIVATE KEY"), "{alg}: Debug printed a PEM");
         assert!(debug.contains(key.kid()));
     }

@@ -97,7 +97,11 @@ fn encode_err(alg: Algorithm) -> impl Fn(&dyn fmt::Display) -> KeyError {
 /// Builds compact JSON from members whose values need no escaping (base64url and fixed names),
 /// straight into a zeroizing buffer so no copy of a private member outlives this call.
 fn json_object(members: &[(&str, &str)]) -> Zeroizing<String> {
-    let capacity = members.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>() + 2;
+    let capacity = members
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum::<usize>()
+        + 2;
     let mut out = Zeroizing::new(String::with_capacity(capacity));
     out.push('{');
     for (i, (name, value)) in members.iter().enumerate() {
@@ -223,8 +227,17 @@ where
     Ok(KeyMaterial {
         alg,
         rsa_size: None,
-        public_jwk: Some(public_jwk(alg, "EC", &kid, &[("crv", crv), ("x", &x), ("y", &y)])),
-        public_pem: Some(public.to_public_key_pem(LineEnding::LF).map_err(|e| enc(&e))?),
+        public_jwk: Some(public_jwk(
+            alg,
+            "EC",
+            &kid,
+            &[("crv", crv), ("x", &x), ("y", &y)],
+        )),
+        public_pem: Some(
+            public
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| enc(&e))?,
+        ),
         private_pem: Some(secret.to_pkcs8_pem(LineEnding::LF).map_err(|e| enc(&e))?),
         kid,
         private_jwk,
@@ -252,7 +265,12 @@ fn generate_ed25519(alg: Algorithm) -> Result<KeyMaterial, KeyError> {
     Ok(KeyMaterial {
         alg,
         rsa_size: None,
-        public_jwk: Some(public_jwk(alg, "OKP", &kid, &[("crv", "Ed25519"), ("x", &x)])),
+        public_jwk: Some(public_jwk(
+            alg,
+            "OKP",
+            &kid,
+            &[("crv", "Ed25519"), ("x", &x)],
+        )),
         public_pem: Some(
             signing
                 .verifying_key()

@@ -60,8 +60,7 @@ fi
 # ---- 2. build, under a lock so concurrent setup.sh runs build only once -----
 mkdir -p "$K8S_DIR"
 exec 9>"$K8S_DIR/.lock"
-cp_log "waiting for build lock $K8S_DIR/.lock"
-flock 9
+flock -n 9 || { cp_log "another setup.sh is building (lock $K8S_DIR/.lock): waiting"; flock 9; }
 if cp_have_k8s_bins; then   # another run finished the build while we waited
   print_paths
   exit 0
@@ -178,14 +177,17 @@ cp_log "building ${K8S_BINARIES[*]} (several minutes; log: $LOG)"
 mkdir -p "$SRC/.go/src/k8s.io"
 ln -sfn "$SRC" "$SRC/.go/src/k8s.io/kubernetes"
 WHAT="$(printf 'cmd/%s ' "${K8S_BINARIES[@]}")"
-(
-  cd "$SRC"
-  export PATH="/usr/lib/go/bin:$PATH" GOPATH="$SRC/.go" CGO_ENABLED=0
-  # Go build cache kept across interrupted attempts, removed after success.
-  export GOCACHE="$K8S_DIR/gocache" HOME="$SCRATCH/home"
-  mkdir -p "$HOME"
-  make WHAT="${WHAT% }"
-) >>"$LOG" 2>&1 || fail_build "make WHAT=\"${WHAT% }\""
+WHAT="${WHAT% }"
+# In its own process group, so that INT/TERM to this script stops the whole
+# build (a signal to this shell alone would leave make and go running, and an
+# orphaned build keeps the lock). Kubernetes' scripts put the Go build cache
+# under _output/, i.e. inside SCRATCH, so nothing is left outside it.
+setsid env -C "$SRC" PATH="/usr/lib/go/bin:$PATH" GOPATH="$SRC/.go" CGO_ENABLED=0 \
+  HOME="$SCRATCH" make WHAT="$WHAT" >>"$LOG" 2>&1 &
+BUILD_PID=$!
+trap 'kill -TERM -- "-$BUILD_PID" 2>/dev/null; cp_die "interrupted; build stopped"' INT TERM
+wait "$BUILD_PID" || fail_build "make WHAT=\"$WHAT\""
+trap - INT TERM
 
 # -- 2d. publish atomically.
 mkdir -p "$K8S_DIR/bin.tmp"
@@ -195,6 +197,6 @@ for b in "${K8S_BINARIES[@]}"; do
 done
 rm -rf "$K8S_BIN"
 mv -T "$K8S_DIR/bin.tmp" "$K8S_BIN"
-rm -rf "$SCRATCH" "$K8S_DIR/gocache"
+rm -rf "$SCRATCH"
 cp_log "built in $(( $(date +%s) - START ))s"
 print_paths

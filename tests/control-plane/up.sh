@@ -78,11 +78,23 @@ teardown() {
   for pid in "${PIDS[@]}" $LIFELINE_PID; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -f "$DIR/supervisor.pid" "$DIR"/*.pid
-  cp_log "control plane in $DIR stopped" 2>/dev/null || true
+  cp_log "control plane in $DIR stopped" || true
 }
 EXIT_CODE=1   # any exit not caused by a stop request is a failure
 trap 'teardown; exit $EXIT_CODE' EXIT
 trap 'EXIT_CODE=0; exit 0' TERM INT HUP
+
+lifeline_closed() {
+  [ -n "$LIFELINE_PID" ] && ! cp_alive "$LIFELINE_PID"
+}
+if [ "$LIFELINE" = 1 ]; then
+  # A child that exits at EOF on our stdin, so `wait -n` wakes up then.
+  # Started first, so a test dying during start-up is noticed too.
+  exec 3<&0
+  setpriv --pdeathsig KILL -- cat <&3 >/dev/null &
+  LIFELINE_PID=$!
+  exec 3<&-
+fi
 
 # Starts "$@" in the background, logging to DIR/NAME.log, killed if we die.
 start() {
@@ -106,6 +118,7 @@ wait_for() {  # NAME PID DESCRIPTION CHECK-COMMAND...
   local name="$1" pid="$2" what="$3"; shift 3
   until "$@" >/dev/null 2>&1; do
     cp_alive "$pid" || fail_with_log "$name" "$name exited while waiting for $what"
+    if lifeline_closed; then cp_log "stdin closed (--lifeline-stdin) during start-up: tearing down"; exit 1; fi
     [ "$SECONDS" -lt "$DEADLINE" ] || fail_with_log "$name" "timed out after ${TIMEOUT}s waiting for $what"
     sleep 0.2
   done
@@ -209,15 +222,19 @@ mv "$DIR/kubeconfig.tmp" "$DIR/kubeconfig"
 # ---- kube-controller-manager ---------------------------------------------------
 # Runs with the admin credentials (simplest; it needs wide rights for garbage
 # collection anyway). --port=0 disables its insecure port (1.20 default 10252).
+# Without --authentication/authorization-kubeconfig its secure port only serves
+# the always-allowed /healthz, which is all we use (and it spares an error loop
+# about the extension-apiserver-authentication ConfigMap, which this apiserver
+# never creates as it has no client CA). --flex-volume-plugin-dir: the default
+# is created under /usr/libexec otherwise.
 cp_log "starting kube-controller-manager (secure port $KCM_PORT)"
 start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --kubeconfig "$DIR/kubeconfig" \
-  --authentication-kubeconfig "$DIR/kubeconfig" \
-  --authorization-kubeconfig "$DIR/kubeconfig" \
   --bind-address 127.0.0.1 \
   --secure-port "$KCM_PORT" \
   --port 0 \
   --leader-elect=false \
+  --flex-volume-plugin-dir "$DIR/flexvolume" \
   --service-account-private-key-file "$DIR/pki/sa.key" \
   --root-ca-file "$DIR/pki/apiserver.crt" \
   --use-service-account-credentials=false
@@ -241,21 +258,15 @@ mv "$DIR/env.tmp" "$DIR/env"
 cp_log "ready in ${SECONDS}s: export KUBECONFIG=$DIR/kubeconfig"
 
 # ---- supervise -------------------------------------------------------------------
-if [ "$LIFELINE" = 1 ]; then
-  # A child that exits at EOF on our stdin; `wait -n` below then wakes up.
-  exec 3<&0
-  setpriv --pdeathsig KILL -- cat <&3 >/dev/null &
-  LIFELINE_PID=$!
-  exec 3<&-
-fi
 while :; do
   wait -n || true   # returns when any child exits, or on a trapped signal
   for i in "${!PIDS[@]}"; do
     if ! cp_alive "${PIDS[$i]}"; then
-      fail_with_log "${NAMES[$i]}" "${NAMES[$i]} exited unexpectedly; control plane torn down"
+      st=0; wait "${PIDS[$i]}" 2>/dev/null || st=$?
+      fail_with_log "${NAMES[$i]}" "${NAMES[$i]} exited unexpectedly (status $st); tearing the control plane down"
     fi
   done
-  if [ -n "$LIFELINE_PID" ] && ! cp_alive "$LIFELINE_PID"; then
+  if lifeline_closed; then
     cp_log "stdin closed (--lifeline-stdin): tearing down"
     EXIT_CODE=0
     exit 0

@@ -1,0 +1,184 @@
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::Algorithm;
+
+use super::status::JwtKeySetStatus;
+
+/// Setting this annotation to a new value starts a rotation through the safe path.
+pub const ROTATE_ANNOTATION: &str = "jwt.keyrotator.dev/rotate";
+
+/// Go duration strings as `kubectl` and metav1.Duration know them: "90s", "1h30m", "720h".
+pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// A DNS subdomain name (RFC 1123), as Secret and ConfigMap names must be.
+pub(crate) const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A ConfigMap data key.
+pub(crate) const CONFIG_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// An RFC 7638 SHA-256 thumbprint, base64url without padding.
+pub(crate) const KID_PATTERN: &str = r"^[A-Za-z0-9_-]{43}$";
+
+/// A set of JWT signing keys that the operator generates, rotates and publishes.
+///
+/// The private key that signs now is kept in a Secret for signing workloads to mount; the
+/// public keys every verifier may still meet are published as a JWKS in a ConfigMap.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "jwt.keyrotator.dev",
+    version = "v1alpha1",
+    kind = "JwtKeySet",
+    namespaced,
+    shortname = "jwtks",
+    status = "JwtKeySetStatus",
+    doc = "A set of JWT signing keys, rotated on schedule; see spec for the rules they live by.",
+    printcolumn = r#"{"name":"Algorithm","type":"string","jsonPath":".spec.algorithm"}"#,
+    printcolumn = r#"{"name":"Active kid","type":"string","jsonPath":".status.activeKid"}"#,
+    printcolumn = r#"{"name":"Keys","type":"integer","jsonPath":".status.keyCount"}"#,
+    printcolumn = r#"{"name":"Next rotation","type":"date","jsonPath":".status.nextRotationTime"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.keySize) || self.algorithm.startsWith('RS') || self.algorithm.startsWith('PS')")
+        .message("keySize is only allowed with RSA algorithms (RS256, RS384, RS512, PS256, PS384, PS512)"),
+    validation = Rule::new("duration(self.publishLead) < duration(self.rotationInterval)")
+        .message("publishLead must be shorter than rotationInterval: a new key is published publishLead before it must sign"),
+    validation = Rule::new("duration(self.publishLead) >= duration(self.propagationDelay)")
+        .message("publishLead must be at least propagationDelay: a verifier may see the JWKS propagationDelay late")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtKeySetSpec {
+    /// JWS algorithm of the keys (RFC 7518). RS256 by default: it is the one algorithm every
+    /// JWT and OpenID Connect verifier must accept. HS256/384/512 keys are symmetric: they are
+    /// never published in a JWKS ConfigMap; verifiers read them from the Secret.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: Algorithm,
+
+    /// RSA modulus size in bits: 2048, 3072 or 4096 (default 2048). Only for RS* and PS*.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "key_size_schema")]
+    pub key_size: Option<u32>,
+
+    /// How long a key signs before the next one takes over, as a Go duration ("720h").
+    #[serde(default = "default_rotation_interval")]
+    #[schemars(pattern(DURATION_PATTERN), length(max = 64))]
+    pub rotation_interval: String,
+
+    /// The longest lifetime of a token signed with these keys ("1h"). A retired key stays
+    /// published until every token it may have signed has expired.
+    #[serde(rename = "tokenTTL", default = "default_token_ttl")]
+    #[schemars(pattern(DURATION_PATTERN), length(max = 64))]
+    pub token_ttl: String,
+
+    /// How long a new key is published in the JWKS before it starts signing ("24h"): long
+    /// enough for every verifier to have refreshed its cached JWKS.
+    #[serde(default = "default_publish_lead")]
+    #[schemars(pattern(DURATION_PATTERN), length(max = 64))]
+    pub publish_lead: String,
+
+    /// How long a change to a mounted Secret or ConfigMap may take to reach a pod ("5m").
+    /// A pod may go on signing with a retired key for this long.
+    #[serde(default = "default_propagation_delay")]
+    #[schemars(pattern(DURATION_PATTERN), length(max = 64))]
+    pub propagation_delay: String,
+
+    /// Tolerated clock difference between signers and verifiers ("5m").
+    #[serde(default = "default_clock_skew")]
+    #[schemars(pattern(DURATION_PATTERN), length(max = 64))]
+    pub clock_skew: String,
+
+    /// Name of the Secret holding the private keys. Default: `<name>-signing-keys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DNS_SUBDOMAIN_PATTERN), length(max = 253))]
+    pub secret_name: Option<String>,
+
+    /// Where the public JWKS is published (not used by HS* algorithms).
+    #[serde(default)]
+    pub jwks: JwksSpec,
+
+    /// Key IDs to revoke at once: removed from the Secret and the JWKS immediately; if the
+    /// active key is revoked, a new key takes over immediately. Tokens signed with a revoked
+    /// key stop verifying.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "kid_list_schema")]
+    pub revoked_kids: Vec<String>,
+
+    /// What happens to the Secret and ConfigMap when the JwtKeySet is deleted: Delete (the
+    /// default) lets garbage collection remove them; Retain keeps them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Where the public JWKS is published.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwksSpec {
+    /// Name of the ConfigMap holding the JWKS. Default: `<name>-jwks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DNS_SUBDOMAIN_PATTERN), length(max = 253))]
+    pub config_map_name: Option<String>,
+
+    /// The ConfigMap data key holding the JWKS document.
+    #[serde(default = "default_jwks_key")]
+    #[schemars(pattern(CONFIG_KEY_PATTERN), length(max = 253))]
+    pub key: String,
+}
+
+impl Default for JwksSpec {
+    fn default() -> Self {
+        JwksSpec {
+            config_map_name: None,
+            key: default_jwks_key(),
+        }
+    }
+}
+
+/// What happens to the Secret and ConfigMap when the JwtKeySet is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Garbage collection deletes them with the JwtKeySet.
+    #[default]
+    Delete,
+    /// They are kept (without owner references) when the JwtKeySet is deleted.
+    Retain,
+}
+
+fn default_algorithm() -> Algorithm {
+    Algorithm::RS256
+}
+fn default_rotation_interval() -> String {
+    "720h".into()
+}
+fn default_token_ttl() -> String {
+    "1h".into()
+}
+fn default_publish_lead() -> String {
+    "24h".into()
+}
+fn default_propagation_delay() -> String {
+    "5m".into()
+}
+fn default_clock_skew() -> String {
+    "5m".into()
+}
+fn default_jwks_key() -> String {
+    "jwks.json".into()
+}
+
+fn key_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "RSA modulus size in bits: 2048, 3072 or 4096 (default 2048). Only for RS* and PS*.",
+        "type": "integer",
+        "enum": [2048, 3072, 4096]
+    })
+}
+
+fn kid_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Key IDs to revoke at once: removed from the Secret and the JWKS immediately; if the active key is revoked, a new key takes over immediately. Tokens signed with a revoked key stop verifying.",
+        "type": "array",
+        "items": { "type": "string", "pattern": KID_PATTERN },
+        "x-kubernetes-list-type": "set"
+    })
+}

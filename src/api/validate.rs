@@ -1,0 +1,205 @@
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use jiff::SignedDuration;
+use kube::ResourceExt;
+
+use crate::keys::RsaKeySize;
+use crate::lifecycle::Policy;
+
+use super::spec::{DeletionPolicy, JwtKeySet, ROTATE_ANNOTATION};
+
+/// Durations above this are refused: nobody means a century, and time arithmetic stays exact.
+const MAX_DURATION: SignedDuration = SignedDuration::from_hours(24 * 365 * 10);
+
+/// A spec the controller refuses, naming the field and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidSpec {
+    /// The JSON path of the offending field, e.g. `spec.publishLead`.
+    pub field: String,
+    pub problem: String,
+}
+
+fn invalid(field: &str, problem: impl Into<String>) -> InvalidSpec {
+    InvalidSpec {
+        field: field.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// A spec that passed every rule: the planner's policy and the names of what to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidSpec {
+    pub policy: Policy,
+    pub secret_name: String,
+    /// Used while the set holds asymmetric keys; symmetric keys are never published.
+    pub config_map_name: String,
+    pub jwks_key: String,
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn duration(field: &str, value: &str, min: SignedDuration) -> Result<SignedDuration, InvalidSpec> {
+    let parsed = kube::core::Duration::from_str(value).map_err(|e| {
+        invalid(
+            field,
+            format!("{value:?} is not a duration like \"90s\", \"1h30m\" or \"720h\" ({e})"),
+        )
+    })?;
+    if parsed.is_negative() {
+        return Err(invalid(field, format!("{value:?} is negative")));
+    }
+    let d = SignedDuration::try_from(std::time::Duration::from(parsed))
+        .map_err(|_| invalid(field, format!("{value:?} is too long")))?;
+    if d < min {
+        return Err(invalid(
+            field,
+            format!("{value:?} is shorter than the minimum {min:#}"),
+        ));
+    }
+    if d > MAX_DURATION {
+        return Err(invalid(
+            field,
+            format!("{value:?} is longer than the maximum {MAX_DURATION:#}"),
+        ));
+    }
+    Ok(d)
+}
+
+fn dns_subdomain(field: &str, value: &str) -> Result<(), InvalidSpec> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if value.len() > 253 || !value.split('.').all(label_ok) {
+        return Err(invalid(
+            field,
+            format!(
+                "{value:?} is not a valid name (lowercase letters, digits, '-' and '.', at most 253 characters)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl JwtKeySet {
+    /// Checks every rule of the schema and its CEL rules, and returns what the controller needs.
+    /// A refused spec changes nothing: the caller reports it and writes nothing else.
+    pub fn validate(&self) -> Result<ValidSpec, InvalidSpec> {
+        let spec = &self.spec;
+        let one_second = SignedDuration::from_secs(1);
+        let rotation_interval =
+            duration("spec.rotationInterval", &spec.rotation_interval, one_second)?;
+        let token_ttl = duration("spec.tokenTTL", &spec.token_ttl, one_second)?;
+        let publish_lead = duration("spec.publishLead", &spec.publish_lead, one_second)?;
+        let propagation_delay = duration(
+            "spec.propagationDelay",
+            &spec.propagation_delay,
+            SignedDuration::ZERO,
+        )?;
+        let clock_skew = duration("spec.clockSkew", &spec.clock_skew, SignedDuration::ZERO)?;
+        if publish_lead >= rotation_interval {
+            return Err(invalid(
+                "spec.publishLead",
+                format!(
+                    "{:?} must be shorter than spec.rotationInterval ({:?}): a new key is published publishLead before it must sign",
+                    spec.publish_lead, spec.rotation_interval
+                ),
+            ));
+        }
+        if publish_lead < propagation_delay {
+            return Err(invalid(
+                "spec.publishLead",
+                format!(
+                    "{:?} must be at least spec.propagationDelay ({:?}): a verifier may see the JWKS propagationDelay late",
+                    spec.publish_lead, spec.propagation_delay
+                ),
+            ));
+        }
+
+        let rsa_size = match (spec.algorithm.is_rsa(), spec.key_size) {
+            (true, None) => Some(RsaKeySize::DEFAULT),
+            (true, Some(bits)) => Some(RsaKeySize::from_bits(bits).ok_or_else(|| {
+                invalid(
+                    "spec.keySize",
+                    format!("{bits} is not one of 2048, 3072, 4096"),
+                )
+            })?),
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "spec.keySize",
+                    format!(
+                        "is only allowed with RSA algorithms, not {}",
+                        spec.algorithm
+                    ),
+                ));
+            }
+        };
+
+        let mut revoked_kids = BTreeSet::new();
+        for (i, kid) in spec.revoked_kids.iter().enumerate() {
+            let well_formed = kid.len() == 43
+                && kid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !well_formed {
+                return Err(invalid(
+                    &format!("spec.revokedKids[{i}]"),
+                    format!(
+                        "{kid:?} is not a key ID (43 base64url characters, as in status.keys[].kid)"
+                    ),
+                ));
+            }
+            revoked_kids.insert(kid.clone());
+        }
+
+        let name = self.name_any();
+        let secret_name = spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| format!("{name}-signing-keys"));
+        dns_subdomain("spec.secretName", &secret_name)?;
+        let config_map_name = spec
+            .jwks
+            .config_map_name
+            .clone()
+            .unwrap_or_else(|| format!("{name}-jwks"));
+        dns_subdomain("spec.jwks.configMapName", &config_map_name)?;
+        let jwks_key = spec.jwks.key.clone();
+        let key_ok = !jwks_key.is_empty()
+            && jwks_key.len() <= 253
+            && jwks_key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !key_ok {
+            return Err(invalid(
+                "spec.jwks.key",
+                format!(
+                    "{jwks_key:?} is not a valid ConfigMap key (letters, digits, '-', '_' and '.')"
+                ),
+            ));
+        }
+
+        Ok(ValidSpec {
+            policy: Policy {
+                algorithm: spec.algorithm,
+                rsa_size,
+                rotation_interval,
+                publish_lead,
+                propagation_delay,
+                token_ttl,
+                clock_skew,
+                revoked_kids,
+                rotation_request: self.annotations().get(ROTATE_ANNOTATION).cloned(),
+            },
+            secret_name,
+            config_map_name,
+            jwks_key,
+            deletion_policy: spec.deletion_policy,
+        })
+    }
+}

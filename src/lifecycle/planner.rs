@@ -1,0 +1,286 @@
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+
+use crate::keys::{Algorithm, PublicJwk, RsaKeySize};
+
+use super::manifest::{KeyRecord, KeyState, Manifest, add};
+use super::policy::Policy;
+
+/// The public facts of a freshly minted key; its private part stays with the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub rsa_size: Option<RsaKeySize>,
+    pub public_jwk: Option<PublicJwk>,
+}
+
+/// Why a key became active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// The set had no key yet: nothing can have been signed, so there is nothing to wait for.
+    Bootstrap,
+    /// The pending key took over on schedule, after `publishLead` of publication.
+    Scheduled,
+    /// The set had keys but none active (the active key was revoked): a key signs at once.
+    Emergency,
+}
+
+/// A change the plan makes to one key, for Events and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Created {
+        kid: String,
+    },
+    Published {
+        kid: String,
+    },
+    Activated {
+        kid: String,
+        why: Activation,
+    },
+    Retired {
+        kid: String,
+        expires_at: Timestamp,
+    },
+    Expired {
+        kid: String,
+    },
+    Revoked {
+        kid: String,
+        was_active: bool,
+    },
+    /// A pending key of a kind the spec no longer asks for; it never signed anything.
+    Discarded {
+        kid: String,
+    },
+}
+
+/// What the manifest should become, what changed, and when to plan again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub manifest: Manifest,
+    pub transitions: Vec<Transition>,
+    /// The next time anything can become due. Equal to `now` when a key still has to be
+    /// published: the caller publishes, then plans again.
+    pub wake_at: Timestamp,
+    /// When the next key is expected to take over.
+    pub next_rotation_at: Option<Timestamp>,
+}
+
+/// Applies every rule of a key's life to `manifest` at `now`.
+///
+/// `published` holds the kids the caller has seen in the document verifiers read (the JWKS
+/// ConfigMap; for symmetric keys the Secret's verification set). `mint` makes a new key of the
+/// given kind; it is called at most once per plan.
+pub fn plan<E>(
+    policy: &Policy,
+    manifest: &Manifest,
+    published: &BTreeSet<String>,
+    now: Timestamp,
+    mut mint: impl FnMut(Algorithm, Option<RsaKeySize>) -> Result<NewKey, E>,
+) -> Result<Plan, E> {
+    let mut keys = manifest.keys.clone();
+    let mut transitions = Vec::new();
+    let mut forced_rotation_at = manifest.forced_rotation_at;
+    let mut rotation_request = manifest.rotation_request.clone();
+    let had_keys = !keys.is_empty();
+
+    // Revocation beats every cache: the key goes now, whatever its state.
+    keys.retain(|k| {
+        let revoked = policy.revoked_kids.contains(&k.kid);
+        if revoked {
+            transitions.push(Transition::Revoked {
+                kid: k.kid.clone(),
+                was_active: k.state == KeyState::Active,
+            });
+        }
+        !revoked
+    });
+
+    for k in keys.iter_mut() {
+        if k.published_at.is_none() && published.contains(&k.kid) {
+            k.published_at = Some(now);
+            transitions.push(Transition::Published { kid: k.kid.clone() });
+        }
+    }
+
+    keys.retain(|k| {
+        let expired = k.state == KeyState::Retired && k.expiry(policy).is_some_and(|e| now >= e);
+        if expired {
+            transitions.push(Transition::Expired { kid: k.kid.clone() });
+        }
+        !expired
+    });
+
+    // A pending key of another kind never signed: dropping it cannot break a token.
+    keys.retain(|k| {
+        let stale = k.state == KeyState::Pending && !k.matches(policy);
+        if stale {
+            transitions.push(Transition::Discarded { kid: k.kid.clone() });
+        }
+        !stale
+    });
+
+    if policy.rotation_request.is_some() && policy.rotation_request != rotation_request {
+        rotation_request = policy.rotation_request.clone();
+        forced_rotation_at = Some(forced_rotation_at.map_or(now, |t| t.min(now)));
+    }
+
+    // Called at most once: the branches below are exclusive.
+    let mut mint_record =
+        |state: KeyState, transitions: &mut Vec<Transition>| -> Result<KeyRecord, E> {
+            let new = mint(policy.algorithm, policy.rsa_size)?;
+            transitions.push(Transition::Created {
+                kid: new.kid.clone(),
+            });
+            Ok(KeyRecord {
+                kid: new.kid,
+                alg: new.alg,
+                rsa_bits: new.rsa_size.map(|s| s.bits() as u32),
+                state,
+                created_at: now,
+                published_at: None,
+                activated_at: None,
+                retired_at: None,
+                expires_at: None,
+                public_jwk: new.public_jwk,
+            })
+        };
+
+    let active = keys.iter().position(|k| k.state == KeyState::Active);
+    match active {
+        None => {
+            // Bootstrap, or the active key was revoked: a key must sign now.
+            let why = if had_keys {
+                Activation::Emergency
+            } else {
+                Activation::Bootstrap
+            };
+            let index = match best_pending(&keys, policy) {
+                Some(i) => i,
+                None => {
+                    let record = mint_record(KeyState::Pending, &mut transitions)?;
+                    keys.push(record);
+                    keys.len() - 1
+                }
+            };
+            activate(&mut keys[index], now, why, &mut transitions);
+            forced_rotation_at = None;
+        }
+        Some(a) => {
+            let due = rotation_due(&keys[a], policy, forced_rotation_at);
+            let mut pending = best_pending(&keys, policy);
+            if pending.is_none() && now >= add(due, -policy.publish_lead) {
+                keys.push(mint_record(KeyState::Pending, &mut transitions)?);
+                pending = Some(keys.len() - 1);
+            }
+            if let Some(p) = pending {
+                let ready = keys[p]
+                    .published_at
+                    .is_some_and(|at| now >= add(at, policy.publish_lead));
+                if now >= due && ready {
+                    let expires_at = add(now, policy.retention());
+                    let old = &mut keys[a];
+                    old.state = KeyState::Retired;
+                    old.retired_at = Some(now);
+                    old.expires_at = Some(expires_at);
+                    transitions.push(Transition::Retired {
+                        kid: old.kid.clone(),
+                        expires_at,
+                    });
+                    activate(&mut keys[p], now, Activation::Scheduled, &mut transitions);
+                    forced_rotation_at = None;
+                }
+            }
+        }
+    }
+
+    let manifest = Manifest {
+        version: manifest.version,
+        keys,
+        rotation_request,
+        forced_rotation_at,
+    };
+    let (wake_at, next_rotation_at) = schedule(&manifest, policy, now);
+    Ok(Plan {
+        manifest,
+        transitions,
+        wake_at,
+        next_rotation_at,
+    })
+}
+
+fn activate(key: &mut KeyRecord, now: Timestamp, why: Activation, out: &mut Vec<Transition>) {
+    key.state = KeyState::Active;
+    key.activated_at = Some(now);
+    out.push(Transition::Activated {
+        kid: key.kid.clone(),
+        why,
+    });
+}
+
+/// The pending key to promote next: the one published longest, of the kind the policy asks for.
+fn best_pending(keys: &[KeyRecord], policy: &Policy) -> Option<usize> {
+    keys.iter()
+        .enumerate()
+        .filter(|(_, k)| k.state == KeyState::Pending && k.matches(policy))
+        .min_by_key(|(_, k)| (k.published_at.is_none(), k.published_at, k.created_at))
+        .map(|(i, _)| i)
+}
+
+/// When the active key must hand over: after `rotationInterval`, at a requested rotation, or at
+/// once (through the safe path) when the spec asks for another kind of key.
+fn rotation_due(active: &KeyRecord, policy: &Policy, forced: Option<Timestamp>) -> Timestamp {
+    let activated = active.activated_at.unwrap_or(active.created_at);
+    let mut due = add(activated, policy.rotation_interval);
+    if let Some(forced) = forced {
+        due = due.min(forced);
+    }
+    if !active.matches(policy) {
+        due = due.min(activated);
+    }
+    due
+}
+
+/// The earliest time at which planning again can change anything, and the expected time of the
+/// next activation.
+fn schedule(
+    manifest: &Manifest,
+    policy: &Policy,
+    now: Timestamp,
+) -> (Timestamp, Option<Timestamp>) {
+    if manifest.keys.iter().any(|k| k.published_at.is_none()) {
+        let next = manifest
+            .active()
+            .map(|a| rotation_due(a, policy, manifest.forced_rotation_at));
+        return (now, next);
+    }
+    let mut wake = Timestamp::MAX;
+    let mut next_rotation = None;
+    if let Some(active) = manifest.active() {
+        let due = rotation_due(active, policy, manifest.forced_rotation_at);
+        match best_pending(&manifest.keys, policy) {
+            None => {
+                wake = wake.min(add(due, -policy.publish_lead));
+                next_rotation = Some(due);
+            }
+            Some(p) => {
+                let ready = manifest.keys[p]
+                    .published_at
+                    .map_or(now, |at| add(at, policy.publish_lead));
+                let at = due.max(ready);
+                wake = wake.min(at);
+                next_rotation = Some(at);
+            }
+        }
+    }
+    for k in &manifest.keys {
+        if let Some(expiry) = k.expiry(policy) {
+            wake = wake.min(expiry);
+        }
+    }
+    // A due time already passed (a clock that went backwards then forwards) means: plan now.
+    (wake.max(now), next_rotation)
+}

@@ -1,0 +1,118 @@
+#!/bin/bash
+# End-to-end check of up.sh (with --lifeline-stdin) against the real binaries:
+# CRD + repeated custom-resource writes (the reflect2 crash regression),
+# namespace deletion and garbage collection (the controller manager works),
+# then closes the lifeline and checks that no process is left behind.
+# Needs kubectl and binaries from setup.sh. Prints "N passed, N failed".
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+command -v kubectl >/dev/null || { echo "smoke-test: kubectl not found (apt-get install kubernetes-client)" >&2; exit 1; }
+
+WORK="$(mktemp -d /tmp/jwt-rotator-cp-smoke.XXXXXX)"
+DIR="$WORK/cp"
+PASSED=0; FAILED=0
+ok()   { echo "ok   - $*"; PASSED=$((PASSED + 1)); }
+nok()  { echo "FAIL - $*"; FAILED=$((FAILED + 1)); }
+check() { local what="$1"; shift; if "$@"; then ok "$what"; else nok "$what"; fi; }
+
+# Lifeline: up.sh reads a FIFO whose only writer is our fd 7.
+mkfifo "$WORK/lifeline"
+"$HERE/up.sh" "$DIR" --lifeline-stdin <"$WORK/lifeline" >"$WORK/up.out" 2>&1 &
+UP_PID=$!
+exec 7>"$WORK/lifeline"
+cleanup() { exec 7>&- 2>/dev/null || true; "$HERE/down.sh" "$DIR" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+T0=$SECONDS
+until [ -f "$DIR/ready" ]; do
+  if ! kill -0 "$UP_PID" 2>/dev/null; then cat "$WORK/up.out" >&2; echo "smoke-test: up.sh failed" >&2; exit 1; fi
+  [ $((SECONDS - T0)) -lt 240 ] || { cat "$WORK/up.out" >&2; echo "smoke-test: not ready in 240s" >&2; exit 1; }
+  sleep 0.2
+done
+ok "up.sh ready in $((SECONDS - T0))s"
+export KUBECONFIG="$DIR/kubeconfig"
+check "DIR/env names the kubeconfig" grep -qx "KUBECONFIG=$DIR/kubeconfig" "$DIR/env"
+check "get namespaces" kubectl get ns default kube-system -o name
+
+# --- CRD and repeated custom-resource writes (reflect2 regression) ---
+kubectl apply -f - >/dev/null <<'EOF'
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.smoke.test
+spec:
+  group: smoke.test
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+              labels: {type: object, additionalProperties: {type: string}}
+EOF
+check "CRD established" kubectl wait --for condition=established crd/widgets.smoke.test --timeout=60s
+crs_ok=1
+for round in 1 2 3 4 5; do
+  for i in $(seq 1 20); do
+    printf -- '---\napiVersion: smoke.test/v1\nkind: Widget\nmetadata: {name: w%s-%s, labels: {round: "r%s"}}\nspec: {size: %s, labels: {a: "b", c: "d"}}\n' "$round" "$i" "$round" "$i"
+  done | kubectl apply -f - >/dev/null || crs_ok=0
+  kubectl get widgets -o json >/dev/null || crs_ok=0
+done
+n="$(kubectl get widgets -o name | wc -l)"
+[ "$n" = 100 ] || crs_ok=0
+kubectl delete widgets --all >/dev/null || crs_ok=0
+check "100 custom resources created/listed/deleted in 5 rounds (got $n)" [ "$crs_ok" = 1 ]
+check "kube-apiserver still running" kill -0 "$(cat "$DIR/kube-apiserver.pid")"
+
+# --- namespace deletion (namespace controller) ---
+kubectl create ns smoke-doomed >/dev/null
+kubectl -n smoke-doomed create configmap x --from-literal=a=b >/dev/null
+check "namespace deleted" kubectl delete ns smoke-doomed --timeout=90s
+check "namespace gone" sh -c "! kubectl get ns smoke-doomed >/dev/null 2>&1"
+
+# --- garbage collection of an owned ConfigMap ---
+kubectl create configmap owner --from-literal=k=v >/dev/null
+uid="$(kubectl get configmap owner -o jsonpath='{.metadata.uid}')"
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: dependent
+  ownerReferences:
+  - {apiVersion: v1, kind: ConfigMap, name: owner, uid: "$uid"}
+data: {x: "z"}
+EOF
+kubectl delete configmap owner >/dev/null
+gone=0
+for _ in $(seq 1 60); do
+  kubectl get configmap dependent >/dev/null 2>&1 || { gone=1; break; }
+  sleep 1
+done
+check "garbage collector removed the dependent ConfigMap" [ "$gone" = 1 ]
+
+# --- lifeline: closing our end of stdin tears everything down ---
+PIDS="$(cat "$DIR"/etcd.pid "$DIR"/kube-apiserver.pid "$DIR"/kube-controller-manager.pid)"
+exec 7>&-
+rc=0; wait "$UP_PID" || rc=$?
+check "up.sh exited 0 after stdin EOF (rc=$rc)" [ "$rc" = 0 ]
+left=""
+for p in $PIDS; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+check "no component process left" [ -z "$left" ]
+none_left() { ! pgrep -f -- "$DIR" >/dev/null; }
+check "no process references $DIR" none_left
+check "DIR/ready removed" [ ! -e "$DIR/ready" ]
+
+trap - EXIT
+cleanup
+[ "$FAILED" = 0 ] && rm -rf "$WORK" || echo "state kept in $WORK"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]

@@ -1,0 +1,171 @@
+//! `JwtKeySet::validate` refuses bad specs with the field named, and agrees with the CRD's CEL
+//! rules (evaluated client-side here, since a 1.20 API server does not enforce them).
+
+use jwt_key_rotator::api::JwtKeySet;
+use serde_json::{Value, json};
+
+fn set(spec: Value) -> JwtKeySet {
+    serde_json::from_value(json!({
+        "apiVersion": "jwt.keyrotator.dev/v1alpha1",
+        "kind": "JwtKeySet",
+        "metadata": { "name": "web", "namespace": "default" },
+        "spec": spec,
+    }))
+    .expect("test spec deserializes")
+}
+
+/// Each case: a spec, and the field `validate()` must name (None: valid).
+fn cases() -> Vec<(&'static str, Value, Option<&'static str>)> {
+    vec![
+        ("defaults", json!({}), None),
+        (
+            "es256 quick",
+            json!({"algorithm": "ES256", "rotationInterval": "10s", "publishLead": "2s", "propagationDelay": "1s", "tokenTTL": "3s", "clockSkew": "0s"}),
+            None,
+        ),
+        (
+            "rsa 4096",
+            json!({"algorithm": "PS384", "keySize": 4096}),
+            None,
+        ),
+        (
+            "keySize with EC",
+            json!({"algorithm": "ES256", "keySize": 2048}),
+            Some("spec.keySize"),
+        ),
+        (
+            "keySize with HMAC",
+            json!({"algorithm": "HS256", "keySize": 4096}),
+            Some("spec.keySize"),
+        ),
+        (
+            "lead equals interval",
+            json!({"rotationInterval": "24h", "publishLead": "24h"}),
+            Some("spec.publishLead"),
+        ),
+        (
+            "lead longer than interval",
+            json!({"rotationInterval": "1h", "publishLead": "90m"}),
+            Some("spec.publishLead"),
+        ),
+        (
+            "lead shorter than propagation",
+            json!({"publishLead": "1m", "propagationDelay": "2m"}),
+            Some("spec.publishLead"),
+        ),
+        (
+            "compound durations",
+            json!({"rotationInterval": "1h30m", "publishLead": "45m30s"}),
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn validate_names_the_offending_field() {
+    for (name, spec, field) in cases() {
+        let result = set(spec).validate();
+        match (field, result) {
+            (None, Ok(_)) => {}
+            (Some(f), Err(e)) => {
+                assert_eq!(e.field, f, "{name}: wrong field in {e}");
+                assert!(
+                    e.to_string().starts_with(f),
+                    "{name}: message {e} does not lead with the field"
+                );
+            }
+            (None, Err(e)) => panic!("{name}: refused a valid spec: {e}"),
+            (Some(f), Ok(_)) => panic!("{name}: accepted a spec that {f} makes invalid"),
+        }
+    }
+}
+
+#[test]
+fn crd_cel_rules_agree_with_validate() {
+    for (name, spec, _) in cases() {
+        let object = set(spec);
+        let rust = object.validate().is_ok();
+        let cel = kube::core::cel::validate_cel(&object);
+        assert_eq!(
+            cel.is_ok(),
+            rust,
+            "{name}: CEL says {cel:?}, validate() says {rust}"
+        );
+    }
+}
+
+#[test]
+fn refuses_malformed_values_the_schema_also_refuses() {
+    let bad = [
+        (
+            json!({"rotationInterval": "30 days"}),
+            "spec.rotationInterval",
+        ),
+        (json!({"tokenTTL": "0s"}), "spec.tokenTTL"),
+        (
+            json!({"rotationInterval": "100000h"}),
+            "spec.rotationInterval",
+        ),
+        (json!({"clockSkew": "-5m"}), "spec.clockSkew"),
+        (json!({"keySize": 1024}), "spec.keySize"),
+        (json!({"secretName": "Not_A_Name"}), "spec.secretName"),
+        (
+            json!({"jwks": {"configMapName": "-bad"}}),
+            "spec.jwks.configMapName",
+        ),
+        (json!({"jwks": {"key": "a/b"}}), "spec.jwks.key"),
+        (json!({"revokedKids": ["short"]}), "spec.revokedKids[0]"),
+    ];
+    for (spec, field) in bad {
+        let err = set(spec.clone())
+            .validate()
+            .expect_err(&format!("{spec} must be refused"));
+        assert_eq!(err.field, field, "{spec}: {err}");
+    }
+}
+
+#[test]
+fn defaults_derive_names_from_the_set() {
+    let valid = set(json!({})).validate().unwrap();
+    assert_eq!(valid.secret_name, "web-signing-keys");
+    assert_eq!(valid.config_map_name, "web-jwks");
+    assert_eq!(valid.jwks_key, "jwks.json");
+    assert_eq!(
+        valid.policy.algorithm,
+        jwt_key_rotator::keys::Algorithm::RS256
+    );
+    assert_eq!(
+        valid.policy.rsa_size,
+        Some(jwt_key_rotator::keys::RsaKeySize::Bits2048)
+    );
+    assert_eq!(
+        valid.policy.rotation_interval,
+        jiff::SignedDuration::from_hours(720)
+    );
+    assert_eq!(
+        valid.policy.retention(),
+        jiff::SignedDuration::from_mins(70)
+    );
+}
+
+#[test]
+fn rotate_annotation_becomes_the_rotation_request() {
+    let mut object = set(json!({}));
+    object
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            jwt_key_rotator::api::ROTATE_ANNOTATION.into(),
+            "2026-11-26".into(),
+        );
+    assert_eq!(
+        object
+            .validate()
+            .unwrap()
+            .policy
+            .rotation_request
+            .as_deref(),
+        Some("2026-11-26")
+    );
+}
