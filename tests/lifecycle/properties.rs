@@ -1,0 +1,298 @@
+//! Random specs, random clocks, random events: the invariants of design.md hold at every step.
+//!
+//! The simulated shell behaves like the reconcile loop: after each plan it stores the manifest
+//! and (unless a write "fails") publishes every held key, then plans again at once while the
+//! planner asks to. Between steps the clock moves forward, sometimes far, sometimes backwards.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::{SignedDuration, Timestamp};
+use jwt_key_rotator::keys::Algorithm;
+use jwt_key_rotator::lifecycle::{KeyState, Manifest, Plan, Policy};
+use proptest::prelude::*;
+
+use super::{Minter, all_kids, policy, run, secs, t};
+
+#[derive(Clone, Debug)]
+enum Event {
+    /// Time passes (seconds).
+    Advance(i64),
+    /// The clock is set back (seconds).
+    JumpBack(i64),
+    /// Revoke the n-th held key (modulo the number of keys).
+    Revoke(usize),
+    /// Set the rotate annotation to a new value.
+    RequestRotation,
+    ChangeAlgorithm(Algorithm),
+    ChangeTokenTtl(i64),
+    /// The JWKS write after the next plan fails: verifiers do not see new keys yet.
+    PublishFails,
+}
+
+fn algorithm() -> impl Strategy<Value = Algorithm> {
+    prop::sample::select(Algorithm::ALL.to_vec())
+}
+
+fn event(ri: i64) -> impl Strategy<Value = Event> {
+    prop_oneof![
+        10 => (0..ri / 2 + 1).prop_map(Event::Advance),
+        4 => (0..3 * ri).prop_map(Event::Advance),
+        1 => (0..50 * ri).prop_map(Event::Advance),
+        1 => (1..2 * ri).prop_map(Event::JumpBack),
+        1 => (0usize..8).prop_map(Event::Revoke),
+        1 => Just(Event::RequestRotation),
+        1 => algorithm().prop_map(Event::ChangeAlgorithm),
+        1 => (1..ri * 2).prop_map(Event::ChangeTokenTtl),
+        2 => Just(Event::PublishFails),
+    ]
+}
+
+/// (policy, events): rotationInterval 2..600s, 0 < publishLead < rotationInterval,
+/// propagationDelay <= publishLead, as `validate()` demands.
+fn scenario() -> impl Strategy<Value = (Policy, Vec<Event>)> {
+    (2i64..600, algorithm())
+        .prop_flat_map(|(ri, alg)| (Just(ri), Just(alg), 1..ri))
+        .prop_flat_map(|(ri, alg, pl)| {
+            (Just(ri), Just(alg), Just(pl), 0..=pl, 1i64..1000, 0i64..120)
+        })
+        .prop_flat_map(|(ri, alg, pl, pd, ttl, skew)| {
+            (
+                Just(policy(alg, ri, pl, pd, ttl, skew)),
+                prop::collection::vec(event(ri), 1..60),
+            )
+        })
+}
+
+/// What the checker remembers across steps.
+#[derive(Default)]
+struct History {
+    removed: BTreeSet<String>,
+    /// Retention in force when each key retired.
+    retention_at_retirement: BTreeMap<String, SignedDuration>,
+    requests: u64,
+}
+
+fn check_step(
+    policy: &Policy,
+    before: &Manifest,
+    published: &BTreeSet<String>,
+    now: Timestamp,
+    plan: &Plan,
+    minted: u64,
+    history: &mut History,
+) -> Result<(), TestCaseError> {
+    let after = &plan.manifest;
+    prop_assert!(
+        minted <= 1,
+        "at most one key is generated per plan, got {}",
+        minted
+    );
+
+    // Exactly one active key, always (the first plan bootstraps).
+    let actives: Vec<_> = after
+        .keys
+        .iter()
+        .filter(|k| k.state == KeyState::Active)
+        .collect();
+    prop_assert_eq!(
+        actives.len(),
+        1,
+        "exactly one active key at {}: {:?}",
+        now,
+        after.keys
+    );
+
+    // Keys never come back.
+    for k in &after.keys {
+        prop_assert!(
+            !history.removed.contains(&k.kid),
+            "{} came back at {}",
+            k.kid,
+            now
+        );
+    }
+
+    let old_active = before.active();
+    let old_active_revoked = old_active.is_some_and(|a| policy.revoked_kids.contains(&a.kid));
+    for k in &after.keys {
+        let old = before.get(&k.kid);
+        // Publication is recorded only when seen, at the time it is seen, and never changes.
+        match (old.and_then(|o| o.published_at), k.published_at) {
+            (Some(a), b) => prop_assert_eq!(Some(a), b, "published_at of {} changed", k.kid),
+            (None, Some(at)) => {
+                prop_assert_eq!(at, now);
+                prop_assert!(
+                    published.contains(&k.kid),
+                    "{} marked published but not seen",
+                    k.kid
+                );
+            }
+            (None, None) => {}
+        }
+        // States only move forward.
+        if let Some(old) = old {
+            let rank = |s: KeyState| match s {
+                KeyState::Pending => 0,
+                KeyState::Active => 1,
+                KeyState::Retired => 2,
+            };
+            prop_assert!(
+                rank(k.state) >= rank(old.state),
+                "{} went from {:?} to {:?}",
+                k.kid,
+                old.state,
+                k.state
+            );
+        }
+        // A key takes over from a live active key only after publishLead of publication.
+        let newly_active =
+            k.state == KeyState::Active && old.is_none_or(|o| o.state != KeyState::Active);
+        if newly_active && old_active.is_some() && !old_active_revoked {
+            let published_at = k.published_at;
+            prop_assert!(
+                published_at.is_some_and(|p| p + policy.publish_lead <= now),
+                "{} activated at {} but published at {:?} (lead {})",
+                k.kid,
+                now,
+                published_at,
+                policy.publish_lead
+            );
+        }
+        if k.state == KeyState::Retired && old.is_some_and(|o| o.state != KeyState::Retired) {
+            history
+                .retention_at_retirement
+                .insert(k.kid.clone(), policy.retention());
+            prop_assert_eq!(k.retired_at, Some(now));
+        }
+    }
+
+    // Nothing that may still verify a token is removed, unless revoked.
+    for old in &before.keys {
+        if after.get(&old.kid).is_some() {
+            continue;
+        }
+        history.removed.insert(old.kid.clone());
+        if policy.revoked_kids.contains(&old.kid) {
+            continue;
+        }
+        match old.state {
+            KeyState::Active => prop_assert!(false, "active key {} removed at {}", old.kid, now),
+            KeyState::Pending => prop_assert!(
+                !old.matches(policy),
+                "a usable pending key {} was dropped",
+                old.kid
+            ),
+            KeyState::Retired => {
+                let retired_at = old.retired_at.unwrap_or(Timestamp::MAX);
+                let at_retirement = history
+                    .retention_at_retirement
+                    .get(&old.kid)
+                    .copied()
+                    .unwrap_or(policy.retention());
+                let needed = retired_at + at_retirement.max(policy.retention());
+                prop_assert!(
+                    now >= needed,
+                    "{} removed at {} before {}",
+                    old.kid,
+                    now,
+                    needed
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Nothing is due before the wake-up: planning anywhere in [now, wake) changes nothing.
+fn check_wake_up(
+    policy: &Policy,
+    plan: &Plan,
+    now: Timestamp,
+    probe: f64,
+) -> Result<(), TestCaseError> {
+    if plan.wake_at <= now || plan.wake_at == Timestamp::MAX {
+        return Ok(());
+    }
+    let span = plan.wake_at.duration_since(now).as_secs_f64();
+    let at = now + SignedDuration::from_secs_f64((span * probe).min(span - 1e-3).max(0.0));
+    let mut minter = Minter { minted: 1_000_000 };
+    let again = run(
+        policy,
+        &plan.manifest,
+        &all_kids(&plan.manifest),
+        at,
+        &mut minter,
+    );
+    prop_assert!(
+        again.transitions.is_empty(),
+        "planned wake-up {} but {:?} was due at {}",
+        plan.wake_at,
+        again.transitions,
+        at
+    );
+    prop_assert_eq!(&again.manifest, &plan.manifest);
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_over_random_schedules_and_clocks(
+        (mut policy, events) in scenario(),
+        probes in prop::collection::vec(0.0f64..1.0, 60),
+    ) {
+        let mut minter = Minter::default();
+        let mut history = History::default();
+        let mut manifest = Manifest::empty();
+        let mut published = BTreeSet::new();
+        let mut now = t(0);
+        let mut publish_fails = false;
+        for (i, event) in std::iter::once(Event::Advance(0)).chain(events).enumerate() {
+            match event {
+                Event::Advance(s) => now += secs(s),
+                Event::JumpBack(s) => now -= secs(s),
+                Event::Revoke(n) => {
+                    if !manifest.keys.is_empty() {
+                        let kid = manifest.keys[n % manifest.keys.len()].kid.clone();
+                        policy.revoked_kids.insert(kid);
+                    }
+                }
+                Event::RequestRotation => {
+                    history.requests += 1;
+                    policy.rotation_request = Some(format!("request-{}", history.requests));
+                }
+                Event::ChangeAlgorithm(alg) => {
+                    policy.algorithm = alg;
+                    policy.rsa_size = alg.is_rsa().then_some(jwt_key_rotator::keys::RsaKeySize::Bits2048);
+                }
+                Event::ChangeTokenTtl(s) => policy.token_ttl = secs(s),
+                Event::PublishFails => publish_fails = true,
+            }
+            // The reconcile loop: plan, store, publish, plan again while asked to run at once.
+            for round in 0..4 {
+                let before_minted = minter.minted;
+                let plan = run(&policy, &manifest, &published, now, &mut minter);
+                check_step(&policy, &manifest, &published, now, &plan, minter.minted - before_minted, &mut history)?;
+                check_wake_up(&policy, &plan, now, probes[i % probes.len()])?;
+                manifest = plan.manifest.clone();
+                if publish_fails {
+                    publish_fails = false;
+                    break;
+                }
+                published = all_kids(&manifest);
+                if plan.wake_at > now {
+                    break;
+                }
+                prop_assert!(round < 3, "planner did not settle at {}", now);
+            }
+        }
+    }
+}
