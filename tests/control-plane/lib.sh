@@ -1,9 +1,10 @@
+# shellcheck shell=bash
 # Shared settings for setup.sh / up.sh / down.sh (sourced, not executed).
 # The Kubernetes binaries are built once per machine into a cache outside the
 # work tree, so every checkout and CI run on the machine reuses them.
 
 K8S_VERSION=1.20.2
-CP_CACHE="${JWT_ROTATOR_CACHE:-$HOME/.cache/jwt-key-rotator}"
+CP_CACHE="${JWT_ROTATOR_CACHE:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache/jwt-key-rotator}"
 K8S_DIR="$CP_CACHE/kubernetes-$K8S_VERSION"
 K8S_BIN="$K8S_DIR/bin"
 K8S_BINARIES=(kube-apiserver kube-controller-manager)
@@ -25,7 +26,7 @@ cp_have_k8s_bins() {
 # True if PID is running (a zombie awaiting its parent's wait() counts as gone).
 cp_alive() {
   local stat
-  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
   stat="${stat##*) }"
   [ "${stat%% *}" != Z ]
 }

@@ -171,6 +171,9 @@ for pkg in modern-go/reflect2 json-iterator/go; do
   find "$GOCODE/$pkg" -maxdepth 1 -type f ! -name '*_test.go' -exec cp -t "$SRC/vendor/github.com/$pkg" {} + \
     || fail_build "copy $GOCODE/$pkg into vendor/"
 done
+# reflect2 >= 1.0.2 has the Go 1.18 map-iteration fix in go_above_118.go
+[ -f "$SRC/vendor/github.com/modern-go/reflect2/go_above_118.go" ] \
+  || cp_die "step 'reflect2 fix': Debian's reflect2 lacks go_above_118.go; is golang-github-modern-go-reflect2-dev >= 1.0.2?"
 
 # -- 2c. build, the way debian/rules does (GOPATH layout, static binaries).
 cp_log "building ${K8S_BINARIES[*]} (several minutes; log: $LOG)"

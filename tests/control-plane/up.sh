@@ -51,7 +51,7 @@ if [ -f "$DIR/supervisor.pid" ]; then
   fi
 fi
 # Fresh state every time: an old etcd member would carry stale peer ports.
-rm -rf "$DIR/etcd" "$DIR/pki" "$DIR/ready" "$DIR/kubeconfig" "$DIR/env" "$DIR"/*.log "$DIR"/*.pid
+rm -rf "$DIR/etcd" "$DIR/pki" "$DIR/flexvolume" "$DIR/ready" "$DIR/kubeconfig" "$DIR/env" "$DIR"/*.log "$DIR"/*.pid
 echo $$ >"$DIR/supervisor.pid"
 
 # ---- tear-down -----------------------------------------------------------------
@@ -72,7 +72,7 @@ teardown() {
   while :; do
     alive=0
     for pid in "${PIDS[@]}"; do cp_alive "$pid" && alive=1; done
-    [ "$alive" = 1 ] && [ "$SECONDS" -lt "$deadline" ] || break
+    if [ "$alive" = 0 ] || [ "$SECONDS" -ge "$deadline" ]; then break; fi
     sleep 0.1
   done
   for pid in "${PIDS[@]}" $LIFELINE_PID; do kill -KILL "$pid" 2>/dev/null || true; done
