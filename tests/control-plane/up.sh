@@ -12,7 +12,8 @@
 #     SIGKILLed, the pipe closes and the control plane goes away with it)
 # Components get PDEATHSIG=KILL, so even a SIGKILLed supervisor leaves nothing.
 # Binaries come from setup.sh's cache (JWT_ROTATOR_CACHE); this never builds.
-# Env: JWT_ROTATOR_CP_TIMEOUT = seconds to wait for readiness (default 180).
+# Env: JWT_ROTATOR_CP_TIMEOUT = seconds to wait for readiness (default 180);
+#      JWT_ROTATOR_CP_REMOVE_DIR=1 removes DIR on tear-down.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -78,6 +79,8 @@ teardown() {
   for pid in "${PIDS[@]}" $LIFELINE_PID; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -f "$DIR/supervisor.pid" "$DIR"/*.pid
+  # Tests run throwaway control planes: they ask for the state to go with them.
+  if [ "${JWT_ROTATOR_CP_REMOVE_DIR:-0}" = 1 ]; then rm -rf "$DIR"; fi
   cp_log "control plane in $DIR stopped" || true
 }
 EXIT_CODE=1   # any exit not caused by a stop request is a failure

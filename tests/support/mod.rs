@@ -1,0 +1,200 @@
+//! Test support: a real Kubernetes control plane (etcd + kube-apiserver +
+//! kube-controller-manager) per test binary, envtest-style.
+//!
+//! The control plane comes from `tests/control-plane/up.sh` (binaries built once by
+//! `setup.sh`). It is started on first use and torn down when this process exits, however it
+//! exits: `up.sh` holds the read end of a pipe whose write end lives here, and tears everything
+//! down at EOF. Set `JWT_ROTATOR_TEST_KUBECONFIG` to use an existing cluster instead.
+//! A control plane that cannot start fails every test that needs it: nothing is skipped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const START_DEADLINE: Duration = Duration::from_secs(240);
+
+pub struct ControlPlane {
+    pub kubeconfig: PathBuf,
+    /// Keeps `up.sh` alive; dropped (closed) only when the process exits.
+    _lifeline: Option<Mutex<(Child, ChildStdin)>>,
+}
+
+static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// The control plane of this test binary, started on first use, with the CRD installed.
+pub fn control_plane() -> &'static ControlPlane {
+    match PLANE.get_or_init(start) {
+        Ok(plane) => plane,
+        Err(message) => panic!("no Kubernetes control plane for the tests:\n{message}"),
+    }
+}
+
+fn start() -> Result<ControlPlane, String> {
+    let plane = match std::env::var_os("JWT_ROTATOR_TEST_KUBECONFIG") {
+        Some(path) => ControlPlane {
+            kubeconfig: PathBuf::from(path),
+            _lifeline: None,
+        },
+        None => start_local()?,
+    };
+    // The CRD is installed from a runtime of its own: tests each run their own runtime.
+    let kubeconfig = plane.kubeconfig.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(install_crd(&kubeconfig))
+    })
+    .join()
+    .map_err(|_| "installing the CRD panicked".to_string())??;
+    Ok(plane)
+}
+
+fn start_local() -> Result<ControlPlane, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("jwt-rotator-cp-{}-{nanos}", std::process::id()));
+    let script = Path::new(REPO).join("tests/control-plane/up.sh");
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .arg("--lifeline-stdin")
+        .env("JWT_ROTATOR_CP_REMOVE_DIR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+    let stdin = child.stdin.take().ok_or("no stdin pipe to up.sh")?;
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut log) = log.lock() {
+                    log.push(line);
+                }
+            }
+        });
+    }
+    let tail = |log: &Arc<Mutex<Vec<String>>>| {
+        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+        log[log.len().saturating_sub(40)..].join("\n")
+    };
+    let started = Instant::now();
+    while !dir.join("ready").exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "{} exited with {status} before the control plane was ready \
+                 (run tests/control-plane/setup.sh once to build it):\n{}",
+                script.display(),
+                tail(&log)
+            ));
+        }
+        if started.elapsed() > START_DEADLINE {
+            let _ = child.kill();
+            return Err(format!("control plane not ready after {START_DEADLINE:?}:\n{}", tail(&log)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(ControlPlane {
+        kubeconfig: dir.join("kubeconfig"),
+        _lifeline: Some(Mutex::new((child, stdin))),
+    })
+}
+
+async fn config_from(kubeconfig: &Path) -> Result<Config, String> {
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("{}: {e}", kubeconfig.display()))
+}
+
+async fn install_crd(kubeconfig: &Path) -> Result<(), String> {
+    let client = Client::try_from(config_from(kubeconfig).await?).map_err(|e| e.to_string())?;
+    let path = Path::new(REPO).join("crds/jwtkeysets.jwt.keyrotator.dev.yaml");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let crd: CustomResourceDefinition = serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    // Create or replace, not server-side apply: a 1.20 API server's apply would refuse the
+    // fields it does not know (x-kubernetes-validations), where create/replace ignore them.
+    match api.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api.get(&name).await.map_err(|e| e.to_string())?;
+            let mut updated = crd.clone();
+            updated.metadata.resource_version = existing.metadata.resource_version;
+            api.replace(&name, &PostParams::default(), &updated)
+                .await
+                .map_err(|e| format!("replacing CRD {name}: {e}"))?;
+        }
+        Err(e) => return Err(format!("creating CRD {name}: {e}")),
+    }
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(api, &name, conditions::is_crd_established()),
+    )
+    .await
+    .map_err(|_| format!("CRD {name} not established within 60s"))?
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The admin client configuration of the control plane.
+pub async fn config() -> Config {
+    let plane = control_plane();
+    match config_from(&plane.kubeconfig).await {
+        Ok(config) => config,
+        Err(e) => panic!("kubeconfig of the test control plane: {e}"),
+    }
+}
+
+/// An admin client of the control plane, bound to the calling test's runtime.
+pub async fn client() -> Client {
+    Client::try_from(config().await).expect("client from the test kubeconfig")
+}
+
+/// A fresh namespace for one test.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{prefix}-")),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    let created = api.create(&PostParams::default(), &ns).await.expect("create test namespace");
+    created.metadata.name.expect("generated namespace name")
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
