@@ -4,5 +4,8 @@
 //! `lifecycle` (the pure rotation planner).
 
 pub mod api;
+pub mod controller;
 pub mod keys;
 pub mod lifecycle;
+pub mod reconcile;
+pub mod store;

@@ -35,7 +35,7 @@ pub(crate) const KID_PATTERN: &str = r"^[A-Za-z0-9_-]{43}$";
     printcolumn = r#"{"name":"Algorithm","type":"string","jsonPath":".spec.algorithm"}"#,
     printcolumn = r#"{"name":"Active kid","type":"string","jsonPath":".status.activeKid"}"#,
     printcolumn = r#"{"name":"Keys","type":"integer","jsonPath":".status.keyCount"}"#,
-    printcolumn = r#"{"name":"Next rotation","type":"date","jsonPath":".status.nextRotationTime"}"#,
+    printcolumn = r#"{"name":"Next rotation","type":"string","jsonPath":".status.nextRotationTime"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

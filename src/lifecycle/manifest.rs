@@ -146,6 +146,39 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// Rebuilds a manifest after the Secret was lost, from the public keys still published.
+    /// Tokens they signed may still be live, so each stays published as a key retired now.
+    pub fn recovered_from_published(jwks: &[PublicJwk], policy: &Policy, now: Timestamp) -> Self {
+        let keys = jwks
+            .iter()
+            .filter_map(|jwk| {
+                let alg: Algorithm =
+                    serde_json::from_value(serde_json::Value::from(jwk.alg.as_str())).ok()?;
+                Some(KeyRecord {
+                    kid: jwk.kid.clone(),
+                    alg,
+                    // Never signs again: its size no longer matters.
+                    rsa_bits: None,
+                    state: KeyState::Retired,
+                    created_at: now,
+                    published_at: Some(now),
+                    activated_at: None,
+                    retired_at: Some(now),
+                    expires_at: Some(add(now, policy.retention())),
+                    public_jwk: Some(jwk.clone()),
+                })
+            })
+            .collect();
+        Manifest {
+            version: MANIFEST_VERSION,
+            keys,
+            rotation_request: policy.rotation_request.clone(),
+            forced_rotation_at: None,
+        }
+    }
+}
+
 /// `t + d`, saturating instead of overflowing on absurd clocks.
 pub(crate) fn add(t: Timestamp, d: SignedDuration) -> Timestamp {
     t.checked_add(d).unwrap_or(if d.is_negative() {

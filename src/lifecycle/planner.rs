@@ -27,6 +27,16 @@ pub enum Activation {
     Emergency,
 }
 
+/// What the caller saw in the cluster before planning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Kids present in the document verifiers read: the JWKS ConfigMap, and for symmetric keys
+    /// the Secret's verification set.
+    pub published: BTreeSet<String>,
+    /// Kids whose private material the Secret holds.
+    pub private: BTreeSet<String>,
+}
+
 /// A change the plan makes to one key, for Events and logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transition {
@@ -55,6 +65,12 @@ pub enum Transition {
     Discarded {
         kid: String,
     },
+    /// The Secret no longer holds this key's private material (edited by hand). An active key
+    /// is retired (its public part stays published), a pending one dropped.
+    Lost {
+        kid: String,
+        state: KeyState,
+    },
 }
 
 /// What the manifest should become, what changed, and when to plan again.
@@ -71,13 +87,12 @@ pub struct Plan {
 
 /// Applies every rule of a key's life to `manifest` at `now`.
 ///
-/// `published` holds the kids the caller has seen in the document verifiers read (the JWKS
-/// ConfigMap; for symmetric keys the Secret's verification set). `mint` makes a new key of the
-/// given kind; it is called at most once per plan.
+/// `observed` is what the caller has seen in the cluster. `mint` makes a new key of the given
+/// kind; it is called at most once per plan.
 pub fn plan<E>(
     policy: &Policy,
     manifest: &Manifest,
-    published: &BTreeSet<String>,
+    observed: &Observed,
     now: Timestamp,
     mut mint: impl FnMut(Algorithm, Option<RsaKeySize>) -> Result<NewKey, E>,
 ) -> Result<Plan, E> {
@@ -99,8 +114,28 @@ pub fn plan<E>(
         !revoked
     });
 
+    // A key whose private part vanished cannot sign. Its public part may still verify tokens,
+    // so an asymmetric key retires like any other; a symmetric one has nothing left to publish.
+    let retention = policy.retention();
+    keys.retain_mut(|k| {
+        if !k.keeps_private_material() || observed.private.contains(&k.kid) {
+            return true;
+        }
+        transitions.push(Transition::Lost {
+            kid: k.kid.clone(),
+            state: k.state,
+        });
+        if k.state == KeyState::Active && !k.alg.is_symmetric() {
+            k.state = KeyState::Retired;
+            k.retired_at = Some(now);
+            k.expires_at = Some(add(now, retention));
+            return true;
+        }
+        false
+    });
+
     for k in keys.iter_mut() {
-        if k.published_at.is_none() && published.contains(&k.kid) {
+        if k.published_at.is_none() && observed.published.contains(&k.kid) {
             k.published_at = Some(now);
             transitions.push(Transition::Published { kid: k.kid.clone() });
         }

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 
 use jiff::{SignedDuration, Timestamp};
 use jwt_key_rotator::keys::{Algorithm, PublicJwk, RsaKeySize};
-use jwt_key_rotator::lifecycle::{Manifest, NewKey, Plan, Policy, plan};
+use jwt_key_rotator::lifecycle::{Manifest, NewKey, Observed, Plan, Policy, plan};
 
 /// A fixed origin, so failures print readable times.
 pub fn t(secs: i64) -> Timestamp {
@@ -76,7 +76,11 @@ pub fn run(
     now: Timestamp,
     minter: &mut Minter,
 ) -> Plan {
-    let Ok(plan) = plan(policy, manifest, published, now, |a, s| minter.mint(a, s));
+    let observed = Observed {
+        published: published.clone(),
+        private: all_kids(manifest),
+    };
+    let Ok(plan) = plan(policy, manifest, &observed, now, |a, s| minter.mint(a, s));
     plan
 }
 

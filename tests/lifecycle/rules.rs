@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use jwt_key_rotator::keys::Algorithm;
-use jwt_key_rotator::lifecycle::{Activation, KeyState, Manifest, Plan, Policy, Transition, plan};
+use jwt_key_rotator::lifecycle::{
+    Activation, KeyState, Manifest, Observed, Plan, Policy, Transition, plan,
+};
 
 use super::{Minter, all_kids, policy, run, secs, t};
 
@@ -403,7 +405,7 @@ fn a_failing_key_generation_changes_nothing() {
     let result: Result<_, &str> = plan(
         &quick(),
         &Manifest::empty(),
-        &BTreeSet::new(),
+        &Observed::default(),
         t(0),
         |_, _| Err("no entropy"),
     );
@@ -442,4 +444,48 @@ fn manifest_round_trips_through_json_and_refuses_other_versions() {
     let future = json.replace("\"version\": 1", "\"version\": 2");
     let err = Manifest::from_json(future.as_bytes()).unwrap_err();
     assert!(err.to_string().contains("version 2"), "{err}");
+}
+
+#[test]
+fn an_active_key_whose_private_part_vanished_retires_and_a_new_key_signs_at_once() {
+    let mut minter = Minter::default();
+    let (p, _) = settle(&quick(), &Manifest::empty(), t(0), &mut minter);
+    let first = p.manifest.keys[0].kid.clone();
+    let observed = Observed {
+        published: all_kids(&p.manifest),
+        private: BTreeSet::new(),
+    };
+    let Ok(lost) = plan(&quick(), &p.manifest, &observed, t(10), |a, s| {
+        minter.mint(a, s)
+    });
+    let old = lost.manifest.get(&first).unwrap();
+    assert_eq!(
+        old.state,
+        KeyState::Retired,
+        "its public part may still verify tokens"
+    );
+    assert_eq!(old.expires_at, Some(t(47)));
+    assert_ne!(lost.manifest.active().unwrap().kid, first);
+    assert!(lost.transitions.contains(&Transition::Lost {
+        kid: first,
+        state: KeyState::Active
+    }));
+}
+
+#[test]
+fn a_manifest_recovered_from_the_published_jwks_keeps_every_key_for_its_retention() {
+    let mut minter = Minter::default();
+    let (p, _) = settle(&quick(), &Manifest::empty(), t(0), &mut minter);
+    let jwks = p.manifest.public_jwks().keys;
+    let recovered = Manifest::recovered_from_published(&jwks, &quick(), t(50));
+    assert_eq!(recovered.keys.len(), 1);
+    assert_eq!(recovered.keys[0].state, KeyState::Retired);
+    assert_eq!(recovered.keys[0].expiry(&quick()), Some(t(87)));
+    let (r, _) = settle(&quick(), &recovered, t(50), &mut minter);
+    assert!(r.manifest.get(&jwks[0].kid).is_some(), "still published");
+    assert_ne!(
+        r.manifest.active().unwrap().kid,
+        jwks[0].kid,
+        "a fresh key signs"
+    );
 }

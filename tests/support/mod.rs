@@ -8,6 +8,10 @@
 //! A control plane that cannot start fails every test that needs it: nothing is skipped.
 #![allow(dead_code)]
 
+mod operator;
+
+pub use operator::Operator;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -107,7 +111,10 @@ fn start_local() -> Result<ControlPlane, String> {
         }
         if started.elapsed() > START_DEADLINE {
             let _ = child.kill();
-            return Err(format!("control plane not ready after {START_DEADLINE:?}:\n{}", tail(&log)));
+            return Err(format!(
+                "control plane not ready after {START_DEADLINE:?}:\n{}",
+                tail(&log)
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -118,7 +125,8 @@ fn start_local() -> Result<ControlPlane, String> {
 }
 
 async fn config_from(kubeconfig: &Path) -> Result<Config, String> {
-    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+    let kc =
+        Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
     Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|e| format!("{}: {e}", kubeconfig.display()))
@@ -128,7 +136,8 @@ async fn install_crd(kubeconfig: &Path) -> Result<(), String> {
     let client = Client::try_from(config_from(kubeconfig).await?).map_err(|e| e.to_string())?;
     let path = Path::new(REPO).join("crds/jwtkeysets.jwt.keyrotator.dev.yaml");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let crd: CustomResourceDefinition = serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let crd: CustomResourceDefinition =
+        serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let name = crd.metadata.name.clone().unwrap_or_default();
     let api: Api<CustomResourceDefinition> = Api::all(client);
     // Create or replace, not server-side apply: a 1.20 API server's apply would refuse the
@@ -179,7 +188,10 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         },
         ..Namespace::default()
     };
-    let created = api.create(&PostParams::default(), &ns).await.expect("create test namespace");
+    let created = api
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create test namespace");
     created.metadata.name.expect("generated namespace name")
 }
 
@@ -194,7 +206,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

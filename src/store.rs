@@ -1,0 +1,277 @@
+//! The Secret's layout (a contract with the workloads that mount it) and the JWKS document:
+//! rendering them from the manifest and the private material, and reading them back. No I/O.
+//!
+//! Secret data keys:
+//! - always: `kid` (the active kid), `private.jwk.json` (active private JWK), `manifest.json`;
+//! - RSA, EC, EdDSA active key: `private.pem` (PKCS#8), `public.pem` (SPKI), `jwks.json`;
+//! - HMAC active key: `secret` (raw bytes) and `verify.jwks.json` (every held HMAC key as an
+//!   `oct` JWK, so verifiers sharing the Secret accept tokens signed before a rotation);
+//! - the pending key, while there is one: `pending.kid`, `pending.private.jwk.json`, and
+//!   `pending.private.pem` + `pending.public.pem`, or `pending.secret`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::ByteString;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::keys::{Jwks, KeyMaterial, PublicJwk};
+use crate::lifecycle::{KeyState, Manifest, ManifestError};
+
+pub const KID: &str = "kid";
+pub const PRIVATE_JWK: &str = "private.jwk.json";
+pub const PRIVATE_PEM: &str = "private.pem";
+pub const PUBLIC_PEM: &str = "public.pem";
+pub const SECRET: &str = "secret";
+pub const JWKS: &str = "jwks.json";
+pub const VERIFY_JWKS: &str = "verify.jwks.json";
+pub const MANIFEST: &str = "manifest.json";
+const PENDING: &str = "pending.";
+
+/// Whether a Secret data key belongs to the layout above (other keys are left alone).
+pub fn is_layout_key(key: &str) -> bool {
+    key.starts_with(PENDING)
+        || [
+            KID,
+            PRIVATE_JWK,
+            PRIVATE_PEM,
+            PUBLIC_PEM,
+            SECRET,
+            JWKS,
+            VERIFY_JWKS,
+            MANIFEST,
+        ]
+        .contains(&key)
+}
+
+/// The private material of one key, as stored.
+pub struct StoredKey {
+    private_jwk: Zeroizing<String>,
+    private_pem: Option<Zeroizing<String>>,
+    public_pem: Option<String>,
+    secret: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl From<&KeyMaterial> for StoredKey {
+    fn from(k: &KeyMaterial) -> Self {
+        StoredKey {
+            private_jwk: Zeroizing::new(k.private_jwk_json().to_string()),
+            private_pem: k.private_pem().map(|p| Zeroizing::new(p.to_string())),
+            public_pem: k.public_pem().map(str::to_string),
+            secret: k.secret_bytes().map(|s| Zeroizing::new(s.to_vec())),
+        }
+    }
+}
+
+/// Private material by kid.
+#[derive(Default)]
+pub struct Materials(BTreeMap<String, StoredKey>);
+
+impl Materials {
+    pub fn insert(&mut self, kid: String, key: StoredKey) {
+        self.0.insert(kid, key);
+    }
+    pub fn kids(&self) -> BTreeSet<String> {
+        self.0.keys().cloned().collect()
+    }
+    /// Drops material the manifest no longer needs (retired asymmetric keys, removed keys).
+    pub fn retain_needed(&mut self, manifest: &Manifest) {
+        self.0.retain(|kid, _| {
+            manifest
+                .get(kid)
+                .is_some_and(|k| k.keeps_private_material())
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the Secret has no {MANIFEST}")]
+    NoManifest,
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("the Secret's {0} is not valid UTF-8")]
+    NotUtf8(&'static str),
+    #[error("the Secret's {VERIFY_JWKS} is not a JWK set")]
+    VerifyJwks,
+    #[error("the manifest's active key {0} has no private material to write")]
+    MissingActive(String),
+}
+
+fn text(
+    data: &BTreeMap<String, ByteString>,
+    key: &'static str,
+) -> Result<Option<Zeroizing<String>>, StoreError> {
+    match data.get(key) {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes.0.clone())
+            .map(|s| Some(Zeroizing::new(s)))
+            .map_err(|_| StoreError::NotUtf8(key)),
+    }
+}
+
+/// One `oct` key inside `verify.jwks.json`; only `kid` is read, the rest is kept verbatim.
+#[derive(Deserialize)]
+struct OctKid {
+    kid: String,
+}
+
+/// Splits a JWKS document into (kid, the member's JSON text).
+fn jwks_members(json: &str) -> Option<Vec<(String, Zeroizing<String>)>> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow)]
+        keys: Vec<&'a serde_json::value::RawValue>,
+    }
+    let raw: Raw = serde_json::from_str(json).ok()?;
+    raw.keys
+        .into_iter()
+        .map(|member| {
+            let kid = serde_json::from_str::<OctKid>(member.get()).ok()?.kid;
+            Some((kid, Zeroizing::new(member.get().to_string())))
+        })
+        .collect()
+}
+
+/// What a Secret written by the operator holds.
+pub struct StoredSecret {
+    pub manifest: Manifest,
+    pub materials: Materials,
+    /// Kids of the HMAC keys verifiers can read from the Secret (its publication).
+    pub hmac_published: BTreeSet<String>,
+}
+
+/// Reads the manifest and every key's private material back from the Secret's data.
+pub fn read_secret(data: &BTreeMap<String, ByteString>) -> Result<StoredSecret, StoreError> {
+    let manifest = Manifest::from_json(&data.get(MANIFEST).ok_or(StoreError::NoManifest)?.0)?;
+    let mut materials = Materials::default();
+    let mut hmac_published = BTreeSet::new();
+    if let Some(verify) = text(data, VERIFY_JWKS)? {
+        for (kid, jwk) in jwks_members(&verify).ok_or(StoreError::VerifyJwks)? {
+            hmac_published.insert(kid.clone());
+            let stored = StoredKey {
+                private_jwk: jwk,
+                private_pem: None,
+                public_pem: None,
+                secret: None,
+            };
+            materials.insert(kid, stored);
+        }
+    }
+    for prefix in ["", PENDING] {
+        let key = |name: &str| format!("{prefix}{name}");
+        let Some(kid) = data.get(&key(KID)) else {
+            continue;
+        };
+        let Ok(kid) = String::from_utf8(kid.0.clone()) else {
+            continue;
+        };
+        let get = |name: &str| -> Result<Option<Zeroizing<String>>, StoreError> {
+            match data.get(&key(name)) {
+                None => Ok(None),
+                Some(b) => String::from_utf8(b.0.clone())
+                    .map(|s| Some(Zeroizing::new(s)))
+                    .map_err(|_| {
+                        StoreError::NotUtf8(if prefix.is_empty() {
+                            "key material"
+                        } else {
+                            "pending key material"
+                        })
+                    }),
+            }
+        };
+        let Some(private_jwk) = get(PRIVATE_JWK)? else {
+            continue;
+        };
+        let stored = StoredKey {
+            private_jwk,
+            private_pem: get(PRIVATE_PEM)?,
+            public_pem: get(PUBLIC_PEM)?.map(|p| p.to_string()),
+            secret: data.get(&key(SECRET)).map(|b| Zeroizing::new(b.0.clone())),
+        };
+        materials.insert(kid, stored);
+    }
+    Ok(StoredSecret {
+        manifest,
+        materials,
+        hmac_published,
+    })
+}
+
+fn put(data: &mut BTreeMap<String, ByteString>, key: String, value: &[u8]) {
+    data.insert(key, ByteString(value.to_vec()));
+}
+
+/// The Secret's data for `manifest`: the active and pending keys' material, the manifest, and
+/// for HMAC the verification set. Deterministic: the same inputs give the same bytes.
+pub fn render_secret(
+    manifest: &Manifest,
+    materials: &Materials,
+) -> Result<BTreeMap<String, ByteString>, StoreError> {
+    let mut data = BTreeMap::new();
+    let active = manifest.active();
+    let pending = manifest.keys.iter().find(|k| k.state == KeyState::Pending);
+    for (prefix, record) in [("", active), (PENDING, pending)] {
+        let Some(record) = record else { continue };
+        let Some(stored) = materials.0.get(&record.kid) else {
+            if prefix.is_empty() {
+                return Err(StoreError::MissingActive(record.kid.clone()));
+            }
+            continue;
+        };
+        put(&mut data, format!("{prefix}{KID}"), record.kid.as_bytes());
+        put(
+            &mut data,
+            format!("{prefix}{PRIVATE_JWK}"),
+            stored.private_jwk.as_bytes(),
+        );
+        if let Some(pem) = &stored.private_pem {
+            put(&mut data, format!("{prefix}{PRIVATE_PEM}"), pem.as_bytes());
+        }
+        if let Some(pem) = &stored.public_pem {
+            put(&mut data, format!("{prefix}{PUBLIC_PEM}"), pem.as_bytes());
+        }
+        if let Some(secret) = &stored.secret {
+            put(&mut data, format!("{prefix}{SECRET}"), secret);
+        }
+    }
+    if manifest.keys.iter().any(|k| !k.alg.is_symmetric()) {
+        put(
+            &mut data,
+            JWKS.to_string(),
+            render_jwks(manifest).as_bytes(),
+        );
+    }
+    let hmac: Vec<&str> = manifest
+        .keys
+        .iter()
+        .filter(|k| k.alg.is_symmetric())
+        .filter_map(|k| materials.0.get(&k.kid))
+        .map(|s| s.private_jwk.as_str())
+        .collect();
+    if !hmac.is_empty() {
+        let mut verify = Zeroizing::new(String::from("{\"keys\":["));
+        verify.push_str(&hmac.join(","));
+        verify.push_str("]}");
+        put(&mut data, VERIFY_JWKS.to_string(), verify.as_bytes());
+    }
+    put(
+        &mut data,
+        MANIFEST.to_string(),
+        manifest.to_json().as_bytes(),
+    );
+    Ok(data)
+}
+
+/// The public JWKS of every asymmetric key held, oldest first.
+pub fn render_jwks(manifest: &Manifest) -> String {
+    manifest.public_jwks().to_json()
+}
+
+/// The public keys of a published JWKS document (unreadable documents publish nothing).
+pub fn read_jwks(document: Option<&String>) -> Vec<PublicJwk> {
+    document
+        .and_then(|d| serde_json::from_str::<Jwks>(d).ok())
+        .map(|j| j.keys)
+        .unwrap_or_default()
+}
