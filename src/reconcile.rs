@@ -653,23 +653,23 @@ async fn release_on_delete(
     let spec_names = set.validate().ok();
     if let Some(valid) = spec_names {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        if let Some(mut s) = secrets.get_opt(&valid.secret_name).await? {
-            if owned_by(&s.metadata, set) {
-                s.metadata.owner_references = None;
-                secrets
-                    .replace(&valid.secret_name, &PostParams::default(), &s)
-                    .await
-                    .map_err(conflict_or)?;
-            }
+        if let Some(mut s) = secrets.get_opt(&valid.secret_name).await?
+            && owned_by(&s.metadata, set)
+        {
+            s.metadata.owner_references = None;
+            secrets
+                .replace(&valid.secret_name, &PostParams::default(), &s)
+                .await
+                .map_err(conflict_or)?;
         }
         let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-        if let Some(mut m) = maps.get_opt(&valid.config_map_name).await? {
-            if owned_by(&m.metadata, set) {
-                m.metadata.owner_references = None;
-                maps.replace(&valid.config_map_name, &PostParams::default(), &m)
-                    .await
-                    .map_err(conflict_or)?;
-            }
+        if let Some(mut m) = maps.get_opt(&valid.config_map_name).await?
+            && owned_by(&m.metadata, set)
+        {
+            m.metadata.owner_references = None;
+            maps.replace(&valid.config_map_name, &PostParams::default(), &m)
+                .await
+                .map_err(conflict_or)?;
         }
         info!(set = %set.name_any(), "deletionPolicy Retain: Secret and ConfigMap released");
     }
