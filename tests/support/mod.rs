@@ -10,6 +10,7 @@
 
 mod operator;
 
+#[allow(unused_imports)]
 pub use operator::Operator;
 
 use std::io::{BufRead, BufReader};
