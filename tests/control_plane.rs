@@ -9,7 +9,9 @@ use futures::StreamExt;
 use jwt_key_rotator::api::JwtKeySet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams,
+};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -35,20 +37,30 @@ async fn the_api_server_refuses_a_set_that_violates_the_schema_and_names_the_fie
     let api = dynamic(&client, &ns);
     let cases = [
         (json!({"algorithm": "XS999"}), "spec.algorithm"),
-        (json!({"rotationInterval": "30 days"}), "spec.rotationInterval"),
+        (
+            json!({"rotationInterval": "30 days"}),
+            "spec.rotationInterval",
+        ),
         (json!({"keySize": 1024}), "spec.keySize"),
         (json!({"revokedKids": ["not-a-kid"]}), "spec.revokedKids"),
         (json!({"secretName": "Bad_Name"}), "spec.secretName"),
     ];
     for (i, (spec, field)) in cases.into_iter().enumerate() {
         let err = api
-            .create(&PostParams::default(), &object(&format!("bad-{i}"), spec.clone()))
+            .create(
+                &PostParams::default(),
+                &object(&format!("bad-{i}"), spec.clone()),
+            )
             .await
             .expect_err(&format!("{spec} must be refused"));
         match err {
             kube::Error::Api(status) => {
                 assert_eq!(status.code, 422, "{spec}: {status:?}");
-                assert!(status.message.contains(field), "{spec}: message {:?} does not name {field}", status.message);
+                assert!(
+                    status.message.contains(field),
+                    "{spec}: message {:?} does not name {field}",
+                    status.message
+                );
             }
             other => panic!("{spec}: expected 422 Invalid, got {other}"),
         }
@@ -65,7 +77,10 @@ async fn a_valid_set_is_defaulted_by_the_server_and_read_back_through_a_watch() 
     let config = watcher::Config::default().fields("metadata.name=web");
     let mut events = watcher(api.clone(), config).applied_objects().boxed();
     dynamic(&client, &ns)
-        .create(&PostParams::default(), &object("web", json!({"algorithm": "ES256"})))
+        .create(
+            &PostParams::default(),
+            &object("web", json!({"algorithm": "ES256"})),
+        )
         .await
         .expect("valid set is accepted");
     let seen = tokio::time::timeout(Duration::from_secs(30), events.next())
@@ -94,14 +109,20 @@ async fn a_write_with_a_stale_resource_version_gets_409_conflict() {
     let stale = api.get("web").await.unwrap();
     let mut fresh = stale.clone();
     fresh.spec.token_ttl = "2h".into();
-    api.replace("web", &PostParams::default(), &fresh).await.expect("first write wins");
+    api.replace("web", &PostParams::default(), &fresh)
+        .await
+        .expect("first write wins");
     let mut late = stale;
     late.spec.token_ttl = "3h".into();
     match api.replace("web", &PostParams::default(), &late).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
         other => panic!("a stale write must get 409 Conflict, got {other:?}"),
     }
-    assert_eq!(api.get("web").await.unwrap().spec.token_ttl, "2h", "the stale write changed nothing");
+    assert_eq!(
+        api.get("web").await.unwrap().spec.token_ttl,
+        "2h",
+        "the stale write changed nothing"
+    );
 }
 
 /// Kubernetes 1.20 with its vendored reflect2 crashes under Go >= 1.18 the first time custom
@@ -114,14 +135,22 @@ async fn custom_resources_are_created_updated_and_listed_repeatedly() {
     for round in 0..3 {
         for i in 0..20 {
             let name = format!("set-{round}-{i}");
-            api.create(&PostParams::default(), &object(&name, json!({"algorithm": "EdDSA"})))
-                .await
-                .unwrap_or_else(|e| panic!("create {name}: {e}"));
+            api.create(
+                &PostParams::default(),
+                &object(&name, json!({"algorithm": "EdDSA"})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
         }
-        let listed = api.list(&ListParams::default()).await.expect("list after creates");
+        let listed = api
+            .list(&ListParams::default())
+            .await
+            .expect("list after creates");
         assert_eq!(listed.items.len(), 20 * (round + 1));
     }
-    api.delete_collection(&DeleteParams::default(), &ListParams::default()).await.unwrap();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
     let left = api.list(&ListParams::default()).await.unwrap();
     assert!(left.items.is_empty());
 }
@@ -150,10 +179,23 @@ async fn garbage_collection_removes_what_a_deleted_set_owned() {
         ..ConfigMap::default()
     };
     maps.create(&PostParams::default(), &owned).await.unwrap();
-    sets.delete("owner", &DeleteParams::default()).await.unwrap();
-    support::eventually("the owned ConfigMap to be garbage-collected", Duration::from_secs(60), || {
-        let maps = maps.clone();
-        async move { maps.get_opt("owned").await.ok().flatten().is_none().then_some(()) }
-    })
+    sets.delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::eventually(
+        "the owned ConfigMap to be garbage-collected",
+        Duration::from_secs(60),
+        || {
+            let maps = maps.clone();
+            async move {
+                maps.get_opt("owned")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                    .then_some(())
+            }
+        },
+    )
     .await;
 }
