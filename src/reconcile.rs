@@ -251,7 +251,7 @@ async fn sync(
     ctx: &Context,
     ns: &str,
 ) -> Result<Action, Error> {
-    let now = (ctx.clock)();
+    let mut now = (ctx.clock)();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let policy = &valid.policy;
@@ -315,6 +315,9 @@ async fn sync(
     let mut round = 0;
     let plan: Plan = loop {
         round += 1;
+        // A fresh time each round: what the previous round wrote is in the cluster by now, so a
+        // key seen published is stamped no earlier than its publication.
+        now = (ctx.clock)();
         let mut published: BTreeSet<String> =
             published_doc(&map).into_iter().map(|k| k.kid).collect();
         published.extend(hmac_published.iter().cloned());
@@ -360,7 +363,18 @@ async fn sync(
             let jwks = store::render_jwks(&manifest);
             map = Some(write_config_map(&maps, set, ns, valid, map, jwks).await?);
         }
-        if plan.wake_at > now || round >= 4 {
+        let retired: Vec<String> = plan
+            .transitions
+            .iter()
+            .filter_map(|t| match t {
+                Transition::Retired { kid, .. } => Some(kid.clone()),
+                _ => None,
+            })
+            .collect();
+        // Count retention from the acknowledged write; the next round persists the change.
+        let confirmed =
+            !retired.is_empty() && manifest.confirm_retired(&retired, (ctx.clock)(), policy);
+        if (plan.wake_at > now && !confirmed) || round >= 4 {
             break plan;
         }
     };

@@ -147,6 +147,30 @@ impl Manifest {
 }
 
 impl Manifest {
+    /// A retirement takes effect when the Secret stops naming the key as active: when the write
+    /// that retired it was acknowledged, a little after it was planned. Counting the retention
+    /// from then keeps the key published for its full retention. Returns whether anything moved.
+    pub fn confirm_retired(
+        &mut self,
+        kids: &[String],
+        written_at: Timestamp,
+        policy: &Policy,
+    ) -> bool {
+        let mut changed = false;
+        for k in self.keys.iter_mut() {
+            if k.state != KeyState::Retired || !kids.contains(&k.kid) {
+                continue;
+            }
+            if k.retired_at.is_some_and(|at| at < written_at) {
+                k.retired_at = Some(written_at);
+                let expires = add(written_at, policy.retention());
+                k.expires_at = Some(k.expires_at.map_or(expires, |e| e.max(expires)));
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// Rebuilds a manifest after the Secret was lost, from the public keys still published.
     /// Tokens they signed may still be live, so each stays published as a key retired now.
     pub fn recovered_from_published(jwks: &[PublicJwk], policy: &Policy, now: Timestamp) -> Self {

@@ -489,3 +489,21 @@ fn a_manifest_recovered_from_the_published_jwks_keeps_every_key_for_its_retentio
         "a fresh key signs"
     );
 }
+
+#[test]
+fn retention_counts_from_the_acknowledged_retirement_write() {
+    let mut minter = Minter::default();
+    let (p, _) = settle(&quick(), &Manifest::empty(), t(0), &mut minter);
+    let first = p.manifest.keys[0].kid.clone();
+    let (p, _) = settle(&quick(), &p.manifest, t(80), &mut minter);
+    let (m, _) = settle(&quick(), &p.manifest, t(100), &mut minter);
+    let mut manifest = m.manifest;
+    assert!(manifest.confirm_retired(std::slice::from_ref(&first), t(101), &quick()));
+    let retired = manifest.get(&first).unwrap();
+    assert_eq!(retired.retired_at, Some(t(101)));
+    assert_eq!(retired.expires_at, Some(t(138)));
+    assert!(
+        !manifest.confirm_retired(std::slice::from_ref(&first), t(99), &quick()),
+        "never earlier"
+    );
+}
