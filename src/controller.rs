@@ -1,6 +1,7 @@
 //! Runs the reconciler as a kube-runtime Controller over JwtKeySets, owning the Secrets and
 //! ConfigMaps it writes so that a change to them (a deletion, an edit) triggers a reconcile.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -11,10 +12,19 @@ use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
 use crate::api::JwtKeySet;
+use crate::leader::Fence;
+use crate::metrics::Metrics;
 use crate::reconcile::{self, Clock, Context, MANAGED_BY_LABEL, MANAGER};
 
-/// Reconciles JwtKeySets in `namespaces` (all namespaces when empty) until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, namespaces: Vec<String>, clock: Clock) {
+/// Reconciles JwtKeySets in `namespaces` (all namespaces when empty) until `shutdown`.
+pub async fn run(
+    client: Client,
+    namespaces: Vec<String>,
+    clock: Clock,
+    fence: Arc<Fence>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| MANAGER.to_string());
@@ -26,6 +36,8 @@ pub async fn run(client: Client, namespaces: Vec<String>, clock: Clock) {
         client: client.clone(),
         clock,
         recorder: Recorder::new(client.clone(), reporter),
+        fence,
+        metrics,
     });
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -45,7 +57,7 @@ pub async fn run(client: Client, namespaces: Vec<String>, clock: Clock) {
         Controller::new(sets, watcher::Config::default())
             .owns(secrets, ours.clone())
             .owns(maps, ours)
-            .shutdown_on_signal()
+            .graceful_shutdown_on(shutdown.clone())
             .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
             .for_each(|result| async move {
                 match result {

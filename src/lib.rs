@@ -5,7 +5,10 @@
 
 pub mod api;
 pub mod controller;
+pub mod http;
 pub mod keys;
+pub mod leader;
 pub mod lifecycle;
+pub mod metrics;
 pub mod reconcile;
 pub mod store;

@@ -1,6 +1,13 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use futures::FutureExt;
+use jwt_key_rotator::leader::{self, Fence, LeaseConfig};
+use jwt_key_rotator::metrics::Metrics;
+use jwt_key_rotator::reconcile::Clock;
+use jwt_key_rotator::{controller, http};
+use tracing::info;
 
 /// Rotates JWT signing keys for JwtKeySets and publishes their JWKS.
 #[derive(Parser)]
@@ -52,6 +59,23 @@ enum LogFormat {
     Json,
 }
 
+/// Completes on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    info!("shutdown requested");
+}
+
 fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
     let parsed: kube::core::Duration = value.parse().map_err(|e| format!("{value:?}: {e}"))?;
     if parsed.is_negative() {
@@ -63,9 +87,12 @@ fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never in log files or collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -78,20 +105,79 @@ fn main() -> anyhow::Result<()> {
         Command::Run {
             namespaces,
             log_format,
-            ..
+            metrics_addr,
+            leader_election,
+            lease_name,
+            lease_namespace,
+            lease_duration,
+            lease_renew_deadline,
+            lease_retry_period,
         } => {
             init_logging(log_format);
+            if !(lease_retry_period < lease_renew_deadline && lease_renew_deadline < lease_duration)
+            {
+                anyhow::bail!(
+                    "--lease-retry-period ({lease_retry_period:?}) < --lease-renew-deadline ({lease_renew_deadline:?}) < --lease-duration ({lease_duration:?}) must hold"
+                );
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(async {
+            runtime.block_on(async move {
+                let shutdown = shutdown_signal().boxed().shared();
+                let metrics = Arc::new(Metrics::new());
+                let ready = Arc::new(AtomicBool::new(false));
+                let endpoints = http::Endpoints {
+                    metrics: metrics.clone(),
+                    ready: ready.clone(),
+                };
+                http::serve(metrics_addr, endpoints).await?;
                 let client = kube::Client::try_default().await?;
-                jwt_key_rotator::controller::run(
-                    client,
-                    namespaces,
-                    Arc::new(jiff::Timestamp::now),
-                )
-                .await;
+                let version = client.apiserver_version().await?;
+                info!(server = %version.git_version, "connected to the Kubernetes API server");
+                ready.store(true, Ordering::Relaxed);
+                let clock: Clock = Arc::new(jiff::Timestamp::now);
+                if !leader_election {
+                    metrics.set_leader(true);
+                    let fence = Arc::new(Fence::default());
+                    controller::run(client, namespaces, clock, fence, metrics, shutdown).await;
+                    return anyhow::Ok(());
+                }
+                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+                    let host =
+                        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                    format!("{}-{}", host.trim(), std::process::id())
+                });
+                let lease = LeaseConfig {
+                    name: lease_name,
+                    namespace: lease_namespace
+                        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                        .unwrap_or_else(|| "default".into()),
+                    identity,
+                    lease_duration,
+                    renew_deadline: lease_renew_deadline,
+                    retry_period: lease_retry_period,
+                };
+                let fence = Arc::new(Fence::closed());
+                let work = {
+                    let (fence, metrics, shutdown, client) = (
+                        fence.clone(),
+                        metrics.clone(),
+                        shutdown.clone(),
+                        client.clone(),
+                    );
+                    move || {
+                        controller::run(
+                            client.clone(),
+                            namespaces.clone(),
+                            clock.clone(),
+                            fence.clone(),
+                            metrics.clone(),
+                            shutdown.clone(),
+                        )
+                    }
+                };
+                leader::run_while_leader(client, lease, fence, metrics, shutdown, work).await;
                 anyhow::Ok(())
             })?;
         }

@@ -18,7 +18,9 @@ use tracing::{debug, info, warn};
 
 use crate::api::{DeletionPolicy, InvalidSpec, JwtKeySet, JwtKeySetStatus, KeyStatus, ValidSpec};
 use crate::keys::{self, KeyError};
+use crate::leader::{Fence, NotLeader};
 use crate::lifecycle::{self, Activation, Manifest, NewKey, Observed, Plan, Transition};
+use crate::metrics::Metrics;
 use crate::store::{self, Materials, StoreError, StoredKey};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -37,6 +39,9 @@ pub struct Context {
     pub client: Client,
     pub clock: Clock,
     pub recorder: Recorder,
+    /// Closed while another replica leads: every write checks it first.
+    pub fence: Arc<Fence>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,8 @@ pub enum Error {
     Conflict(u32),
     #[error("the JwtKeySet has no namespace")]
     NoNamespace,
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
 }
 
 /// Why a set is not Ready, as the condition's reason.
@@ -91,6 +98,7 @@ impl Blocked {
 
 pub async fn reconcile(set: Arc<JwtKeySet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = set.namespace().ok_or(Error::NoNamespace)?;
+    ctx.fence.check()?;
     let sets: Api<JwtKeySet> = Api::namespaced(ctx.client.clone(), &ns);
     if set.meta().deletion_timestamp.is_some() {
         return release_on_delete(&set, &sets, &ctx).await;
@@ -99,7 +107,7 @@ pub async fn reconcile(set: Arc<JwtKeySet>, ctx: Arc<Context>) -> Result<Action,
         Ok(valid) => valid,
         Err(e) => return report_blocked(&set, &sets, &ctx, Blocked::InvalidSpec(e)).await,
     };
-    manage_finalizer(&set, &sets, valid.deletion_policy).await?;
+    manage_finalizer(&ctx.fence, &set, &sets, valid.deletion_policy).await?;
     for _ in 0..CONFLICT_RETRIES {
         match sync(&set, &sets, &valid, &ctx, &ns).await {
             Err(Error::Conflict(_)) => debug!("write conflict; re-reading"),
@@ -109,10 +117,13 @@ pub async fn reconcile(set: Arc<JwtKeySet>, ctx: Arc<Context>) -> Result<Action,
     Err(Error::Conflict(CONFLICT_RETRIES))
 }
 
-pub fn error_policy(set: Arc<JwtKeySet>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(set: Arc<JwtKeySet>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_failed(&set.namespace().unwrap_or_default(), &set.name_any());
     warn!(set = %set.name_any(), namespace = set.namespace().unwrap_or_default(), %error, "reconcile failed");
     match error {
         Error::Conflict(_) => Action::requeue(Duration::from_millis(500)),
+        Error::NotLeader(_) => Action::requeue(Duration::from_secs(2)),
         _ => Action::requeue(Duration::from_secs(5)),
     }
 }
@@ -169,6 +180,7 @@ fn new_meta(name: &str, ns: &str, set: &JwtKeySet) -> ObjectMeta {
 /// Creates the Secret, or replaces it conditionally on the resourceVersion read. Data keys
 /// outside the documented layout are kept. Writes nothing when nothing changed.
 async fn write_secret(
+    fence: &Fence,
     api: &Api<Secret>,
     set: &JwtKeySet,
     ns: &str,
@@ -178,6 +190,7 @@ async fn write_secret(
 ) -> Result<Secret, Error> {
     match current {
         None => {
+            fence.check()?;
             let secret = Secret {
                 metadata: new_meta(name, ns, set),
                 type_: Some("Opaque".into()),
@@ -202,6 +215,7 @@ async fn write_secret(
                 return Ok(secret);
             }
             secret.data = Some(data);
+            fence.check()?;
             api.replace(name, &PostParams::default(), &secret)
                 .await
                 .map_err(conflict_or)
@@ -211,6 +225,7 @@ async fn write_secret(
 
 /// Creates the JWKS ConfigMap, or replaces it conditionally; writes nothing when unchanged.
 async fn write_config_map(
+    fence: &Fence,
     api: &Api<ConfigMap>,
     set: &JwtKeySet,
     ns: &str,
@@ -221,6 +236,7 @@ async fn write_config_map(
     let data = BTreeMap::from([(valid.jwks_key.clone(), jwks)]);
     match current {
         None => {
+            fence.check()?;
             let map = ConfigMap {
                 metadata: new_meta(&valid.config_map_name, ns, set),
                 data: Some(data),
@@ -237,6 +253,7 @@ async fn write_config_map(
             }
             map.data = Some(data);
             map.binary_data = None;
+            fence.check()?;
             api.replace(&valid.config_map_name, &PostParams::default(), &map)
                 .await
                 .map_err(conflict_or)
@@ -351,7 +368,18 @@ async fn sync(
         // 1 and 3: the Secret first (new private keys; the active pointer moves only once the
         // planner has seen the new key published for publishLead).
         let layout = store::render_secret(&manifest, &materials)?;
-        secret = Some(write_secret(&secrets, set, ns, &valid.secret_name, secret, layout).await?);
+        secret = Some(
+            write_secret(
+                &ctx.fence,
+                &secrets,
+                set,
+                ns,
+                &valid.secret_name,
+                secret,
+                layout,
+            )
+            .await?,
+        );
         hmac_published = manifest
             .keys
             .iter()
@@ -361,7 +389,7 @@ async fn sync(
         // 2: then the JWKS verifiers read.
         if map.is_some() || manifest.keys.iter().any(|k| !k.alg.is_symmetric()) {
             let jwks = store::render_jwks(&manifest);
-            map = Some(write_config_map(&maps, set, ns, valid, map, jwks).await?);
+            map = Some(write_config_map(&ctx.fence, &maps, set, ns, valid, map, jwks).await?);
         }
         let retired: Vec<String> = plan
             .transitions
@@ -399,7 +427,19 @@ async fn sync(
     }
     let ready = ready_condition(set, &plan, policy.algorithm.as_str());
     let status = status_for(set, &plan.manifest, plan.next_rotation_at, ready);
-    write_status(set, sets, status).await?;
+    write_status(&ctx.fence, set, sets, status).await?;
+    let name = set.name_any();
+    ctx.metrics.reconciled(
+        ns,
+        &name,
+        plan.manifest.active().and_then(|k| k.activated_at),
+        plan.next_rotation_at,
+    );
+    for t in &transitions {
+        if matches!(t, Transition::Activated { why, .. } if *why != Activation::Bootstrap) {
+            ctx.metrics.rotated(ns, &name);
+        }
+    }
 
     let wait = plan
         .wake_at
@@ -487,6 +527,7 @@ fn status_for(
 
 /// Writes the status only when it differs from what the set shows: a steady state writes nothing.
 async fn write_status(
+    fence: &Fence,
     set: &JwtKeySet,
     sets: &Api<JwtKeySet>,
     status: JwtKeySetStatus,
@@ -494,6 +535,7 @@ async fn write_status(
     if set.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    fence.check()?;
     let patch = json!({
         "apiVersion": "jwt.keyrotator.dev/v1alpha1",
         "kind": "JwtKeySet",
@@ -528,7 +570,7 @@ async fn report_blocked(
     }
     status.conditions = vec![ready];
     status.observed_generation = set.meta().generation;
-    write_status(set, sets, status).await?;
+    write_status(&ctx.fence, set, sets, status).await?;
     // Conflicting objects may be outside our watches (not labelled): look again now and then.
     Ok(Action::requeue(Duration::from_secs(30)))
 }
@@ -541,6 +583,9 @@ async fn publish(
     action: &str,
     note: String,
 ) {
+    if ctx.fence.check().is_err() {
+        return;
+    }
     let event = Event {
         type_,
         reason: reason.into(),
@@ -625,6 +670,7 @@ async fn announce(ctx: &Context, set: &JwtKeySet, t: &Transition) {
 /// `deletionPolicy: Retain` keeps a finalizer so the Secret and ConfigMap can be released
 /// (owner references removed) before garbage collection would take them.
 async fn manage_finalizer(
+    fence: &Fence,
     set: &JwtKeySet,
     sets: &Api<JwtKeySet>,
     policy: DeletionPolicy,
@@ -643,6 +689,7 @@ async fn manage_finalizer(
     if wanted {
         next.push(RETAIN_FINALIZER.into());
     }
+    fence.check()?;
     let patch =
         json!({"metadata": {"finalizers": next, "resourceVersion": set.resource_version()}});
     sets.patch(
@@ -664,29 +711,30 @@ async fn release_on_delete(
         return Ok(Action::await_change());
     }
     let ns = set.namespace().ok_or(Error::NoNamespace)?;
-    let spec_names = set.validate().ok();
-    if let Some(valid) = spec_names {
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        if let Some(mut s) = secrets.get_opt(&valid.secret_name).await?
-            && owned_by(&s.metadata, set)
-        {
-            s.metadata.owner_references = None;
-            secrets
-                .replace(&valid.secret_name, &PostParams::default(), &s)
-                .await
-                .map_err(conflict_or)?;
-        }
-        let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-        if let Some(mut m) = maps.get_opt(&valid.config_map_name).await?
-            && owned_by(&m.metadata, set)
-        {
-            m.metadata.owner_references = None;
-            maps.replace(&valid.config_map_name, &PostParams::default(), &m)
-                .await
-                .map_err(conflict_or)?;
-        }
-        info!(set = %set.name_any(), "deletionPolicy Retain: Secret and ConfigMap released");
+    // Names only: a spec refused for another reason must not cost the user their keys.
+    let (secret_name, config_map_name) = set.object_names();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(mut s) = secrets.get_opt(&secret_name).await?
+        && owned_by(&s.metadata, set)
+    {
+        s.metadata.owner_references = None;
+        ctx.fence.check()?;
+        secrets
+            .replace(&secret_name, &PostParams::default(), &s)
+            .await
+            .map_err(conflict_or)?;
     }
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(mut m) = maps.get_opt(&config_map_name).await?
+        && owned_by(&m.metadata, set)
+    {
+        m.metadata.owner_references = None;
+        ctx.fence.check()?;
+        maps.replace(&config_map_name, &PostParams::default(), &m)
+            .await
+            .map_err(conflict_or)?;
+    }
+    info!(set = %set.name_any(), "deletionPolicy Retain: Secret and ConfigMap released");
     let next: Vec<String> = set
         .finalizers()
         .iter()
@@ -695,6 +743,7 @@ async fn release_on_delete(
         .collect();
     let patch =
         json!({"metadata": {"finalizers": next, "resourceVersion": set.resource_version()}});
+    ctx.fence.check()?;
     sets.patch(
         &set.name_any(),
         &PatchParams::default(),
@@ -702,5 +751,6 @@ async fn release_on_delete(
     )
     .await
     .map_err(conflict_or)?;
+    ctx.metrics.forget(&ns, &set.name_any());
     Ok(Action::await_change())
 }

@@ -86,6 +86,23 @@ fn dns_subdomain(field: &str, value: &str) -> Result<(), InvalidSpec> {
 }
 
 impl JwtKeySet {
+    /// The names of the Secret and the JWKS ConfigMap, with their defaults applied.
+    pub fn object_names(&self) -> (String, String) {
+        let name = self.name_any();
+        let secret = self
+            .spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| format!("{name}-signing-keys"));
+        let config_map = self
+            .spec
+            .jwks
+            .config_map_name
+            .clone()
+            .unwrap_or_else(|| format!("{name}-jwks"));
+        (secret, config_map)
+    }
+
     /// Checks every rule of the schema and its CEL rules, and returns what the controller needs.
     /// A refused spec changes nothing: the caller reports it and writes nothing else.
     pub fn validate(&self) -> Result<ValidSpec, InvalidSpec> {
@@ -157,17 +174,8 @@ impl JwtKeySet {
             revoked_kids.insert(kid.clone());
         }
 
-        let name = self.name_any();
-        let secret_name = spec
-            .secret_name
-            .clone()
-            .unwrap_or_else(|| format!("{name}-signing-keys"));
+        let (secret_name, config_map_name) = self.object_names();
         dns_subdomain("spec.secretName", &secret_name)?;
-        let config_map_name = spec
-            .jwks
-            .config_map_name
-            .clone()
-            .unwrap_or_else(|| format!("{name}-jwks"));
         dns_subdomain("spec.jwks.configMapName", &config_map_name)?;
         let jwks_key = spec.jwks.key.clone();
         let key_ok = !jwks_key.is_empty()

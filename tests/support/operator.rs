@@ -15,7 +15,14 @@ impl Operator {
     /// Starts the operator watching `namespace` with the admin kubeconfig.
     pub fn start(namespace: &str) -> Operator {
         Self::start_with(
-            vec!["run".into(), "--namespace".into(), namespace.into()],
+            vec![
+                "run".into(),
+                "--namespace".into(),
+                namespace.into(),
+                // Tests run operators side by side: each picks a free port.
+                "--metrics-addr".into(),
+                "127.0.0.1:0".into(),
+            ],
             vec![],
         )
     }
@@ -90,6 +97,21 @@ impl Operator {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The address the operator serves /metrics, /healthz and /readyz on, from its log.
+    pub async fn metrics_addr(&self) -> std::net::SocketAddr {
+        super::eventually(
+            "the operator to log its metrics address",
+            std::time::Duration::from_secs(30),
+            || async {
+                let log = self.log_text();
+                let line = log.lines().rev().find(|l| l.contains("serving /metrics"))?;
+                let addr = line.split("address=").nth(1)?.split_whitespace().next()?;
+                addr.trim_matches('"').parse().ok()
+            },
+        )
+        .await
     }
 
     /// The operator's log so far, for assertions and failure messages.
