@@ -87,6 +87,21 @@ impl Operator {
         child.wait().ok()
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...) to the running process.
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();

@@ -1,0 +1,293 @@
+//! Two operator replicas with leader election against one API server: exactly one reconciles,
+//! rotations happen once per due time, the standby takes over within the lease duration when
+//! the leader dies, and a leader that lost the Lease (frozen, then thawed) writes nothing.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use jwt_key_rotator::api::JwtKeySet;
+use jwt_key_rotator::lifecycle::{KeyState, Manifest};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+use support::{Operator, eventually};
+
+const LEASE_DURATION: Duration = Duration::from_secs(3);
+const RETRY: Duration = Duration::from_millis(500);
+
+fn replica(ns: &str) -> Operator {
+    Operator::start_with(
+        [
+            "run",
+            "--namespace",
+            ns,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--leader-election",
+            "--lease-namespace",
+            ns,
+            "--lease-duration",
+            "3s",
+            "--lease-renew-deadline",
+            "2s",
+            "--lease-retry-period",
+            "500ms",
+        ]
+        .map(String::from)
+        .to_vec(),
+        vec![],
+    )
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("jwt-key-rotator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+/// The replica whose identity (host-pid) holds the Lease.
+fn which(replicas: &[Operator], holder: &str) -> Option<usize> {
+    replicas.iter().position(|r| {
+        r.pid()
+            .is_some_and(|pid| holder.ends_with(&format!("-{pid}")))
+    })
+}
+
+struct Checker {
+    secrets: Api<Secret>,
+    maps: Api<ConfigMap>,
+    kids_seen: BTreeSet<String>,
+    actives: Vec<String>,
+}
+
+impl Checker {
+    /// One sample: the active kid is published, one key is active, and the manifest agrees.
+    async fn sample(&mut self) {
+        let Ok(secret) = self.secrets.get("web-signing-keys").await else {
+            return;
+        };
+        let data = secret.data.unwrap_or_default();
+        let manifest = Manifest::from_json(&data["manifest.json"].0).unwrap();
+        let active: Vec<_> = manifest
+            .keys
+            .iter()
+            .filter(|k| k.state == KeyState::Active)
+            .collect();
+        assert_eq!(
+            active.len(),
+            1,
+            "exactly one active key: {:?}",
+            manifest.keys
+        );
+        let kid = active[0].kid.clone();
+        let jwks = self.maps.get("web-jwks").await.unwrap().data.unwrap()["jwks.json"].clone();
+        assert!(jwks.contains(&kid), "active kid {kid} not in the JWKS");
+        self.kids_seen
+            .extend(manifest.keys.iter().map(|k| k.kid.clone()));
+        if self.actives.last() != Some(&kid) {
+            self.actives.push(kid);
+        }
+    }
+
+    async fn run_for(&mut self, period: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < period {
+            self.sample().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_rotate_once_per_due_time_and_the_standby_takes_over_when_the_leader_dies() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "ha").await;
+    let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let mut replicas = vec![replica(&ns), replica(&ns)];
+    let first_holder = eventually("a leader", Duration::from_secs(30), || holder(&leases)).await;
+    let leader = which(&replicas, &first_holder).expect("the holder is one of the replicas");
+
+    let spec = json!({"algorithm": "ES256", "rotationInterval": "4s", "publishLead": "1s",
+                      "propagationDelay": "0s", "tokenTTL": "2s", "clockSkew": "0s"});
+    let object = json!({"apiVersion": "jwt.keyrotator.dev/v1alpha1", "kind": "JwtKeySet",
+                        "metadata": {"name": "web"}, "spec": spec});
+    sets.patch(
+        "web",
+        &PatchParams::apply("tests").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap();
+    let mut checker = Checker {
+        secrets: Api::namespaced(client.clone(), &ns),
+        maps: Api::namespaced(client.clone(), &ns),
+        kids_seen: BTreeSet::new(),
+        actives: vec![],
+    };
+    eventually(
+        "the set to be published",
+        Duration::from_secs(30),
+        || async {
+            let secret = checker.secrets.get_opt("web-signing-keys").await.ok()??;
+            let map = checker.maps.get_opt("web-jwks").await.ok()??;
+            (secret.data.is_some() && map.data.is_some()).then_some(())
+        },
+    )
+    .await;
+    checker.run_for(Duration::from_secs(13)).await;
+    assert!(
+        checker.actives.len() >= 3,
+        "rotations under two replicas: {:?}",
+        checker.actives
+    );
+
+    // Kill the leader: the standby holds the Lease within the lease duration (plus one retry).
+    let killed_at = Instant::now();
+    replicas[leader].kill9();
+    let new_holder = eventually(
+        "the standby to take the Lease",
+        Duration::from_secs(20),
+        || async { holder(&leases).await.filter(|h| *h != first_holder) },
+    )
+    .await;
+    let handover = killed_at.elapsed();
+    eprintln!(
+        "handover after SIGKILL of the leader: {} ms",
+        handover.as_millis()
+    );
+    assert!(
+        handover <= LEASE_DURATION + RETRY + Duration::from_millis(1500),
+        "handover took {handover:?}"
+    );
+    assert_eq!(which(&replicas, &new_holder), Some(1 - leader));
+    let before = checker.actives.len();
+    checker.run_for(Duration::from_secs(10)).await;
+    assert!(
+        checker.actives.len() >= before + 2,
+        "rotations go on under the new leader: {:?}",
+        checker.actives
+    );
+
+    // Exactly one key per due time: every key ever seen was created once and activated (or is
+    // the current pending one); two leaders would have minted and discarded extras.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let created = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("KeyCreated"))
+        .map(|e| e.series.map_or(1, |s| s.count))
+        .sum::<i32>();
+    let pending_now = checker.kids_seen.len() - checker.actives.len();
+    assert!(
+        pending_now <= 1,
+        "more keys than activations: {} seen, {} activated",
+        checker.kids_seen.len(),
+        checker.actives.len()
+    );
+    assert_eq!(
+        created as usize,
+        checker.kids_seen.len(),
+        "KeyCreated Events equal the keys seen"
+    );
+    let discarded = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("KeyDiscarded"))
+        .count();
+    assert_eq!(discarded, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_that_lost_the_lease_while_frozen_writes_nothing_when_it_thaws() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "frozen").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let mut replicas = vec![replica(&ns), replica(&ns)];
+    let first = eventually("a leader", Duration::from_secs(30), || holder(&leases)).await;
+    let leader = which(&replicas, &first).unwrap();
+    let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), &ns);
+    let object = json!({"apiVersion": "jwt.keyrotator.dev/v1alpha1", "kind": "JwtKeySet",
+                        "metadata": {"name": "web"},
+                        "spec": {"algorithm": "EdDSA", "rotationInterval": "3s", "publishLead": "1s",
+                                 "propagationDelay": "0s", "tokenTTL": "1s", "clockSkew": "0s"}});
+    sets.patch(
+        "web",
+        &PatchParams::apply("tests").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    eventually("the Secret", Duration::from_secs(30), || async {
+        secrets.get_opt("web-signing-keys").await.ok()?
+    })
+    .await;
+
+    replicas[leader].signal("STOP");
+    eventually(
+        "the standby to take over",
+        Duration::from_secs(20),
+        || async { holder(&leases).await.filter(|h| *h != first) },
+    )
+    .await;
+    // Let the new leader rotate, so the frozen replica's view is stale.
+    let kid = |s: Secret| String::from_utf8(s.data.unwrap()["kid"].0.clone()).unwrap();
+    let stale_kid = kid(secrets.get("web-signing-keys").await.unwrap());
+    let fresh_kid = eventually(
+        "a rotation by the new leader",
+        Duration::from_secs(20),
+        || async {
+            let k = kid(secrets.get("web-signing-keys").await.ok()?);
+            (k != stale_kid).then_some(k)
+        },
+    )
+    .await;
+    let frozen_log_len = replicas[leader].log_text().len();
+    replicas[leader].signal("CONT");
+    // A stale write would roll the record back: the new leader's key would vanish from the
+    // manifest, or the active pointer go back to a key the new leader already retired.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let secret = secrets.get("web-signing-keys").await.unwrap();
+        let manifest =
+            Manifest::from_json(&secret.data.clone().unwrap()["manifest.json"].0).unwrap();
+        let current = kid(secret);
+        assert_ne!(
+            current, stale_kid,
+            "the thawed replica rolled the active key back"
+        );
+        if let Some(k) = manifest.get(&fresh_kid) {
+            assert_ne!(
+                k.state,
+                KeyState::Pending,
+                "{fresh_kid} went back to Pending"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = replicas[leader].log_text()[frozen_log_len..].to_string();
+    assert!(
+        after.contains("lost the leader Lease"),
+        "the thawed replica noticed:\n{after}"
+    );
+    eprintln!(
+        "thawed replica: {} write attempts refused by its fence before it stood by",
+        after.matches("does not hold the leader Lease").count() / 2
+    );
+    assert!(replicas[leader].is_running());
+    replicas.clear();
+}

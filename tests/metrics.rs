@@ -1,0 +1,147 @@
+//! /metrics, /healthz and /readyz scraped from the running operator: the rotation counter and
+//! the next-rotation gauge agree with what happened in the cluster.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use jwt_key_rotator::api::JwtKeySet;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use std::io::{Read, Write};
+use support::{Operator, eventually};
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the operator");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn sample(body: &str, metric: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(metric))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_rotations_and_count_down_to_the_next_one() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "metrics").await;
+    let operator = Operator::start(&ns);
+    let addr = operator.metrics_addr().await;
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    eventually("/readyz", Duration::from_secs(30), || async {
+        (get(addr, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+
+    let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), &ns);
+    let object = json!({"apiVersion": "jwt.keyrotator.dev/v1alpha1", "kind": "JwtKeySet",
+                        "metadata": {"name": "web"},
+                        "spec": {"algorithm": "ES256", "rotationInterval": "3s", "publishLead": "1s",
+                                 "propagationDelay": "0s", "tokenTTL": "1s", "clockSkew": "0s"}});
+    sets.patch(
+        "web",
+        &PatchParams::apply("tests").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let active = || async {
+        let s = secrets.get_opt("web-signing-keys").await.ok()??;
+        String::from_utf8(s.data?.get("kid")?.0.clone()).ok()
+    };
+    // Watch the active kid change twice: two rotations after the bootstrap key.
+    let mut kids = vec![eventually("the first key", Duration::from_secs(30), active).await];
+    let started = Instant::now();
+    while kids.len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "two rotations within 30s: {kids:?}"
+        );
+        if let Some(kid) = active().await
+            && kids.last() != Some(&kid)
+        {
+            kids.push(kid);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let series = format!("{{namespace=\"{ns}\",name=\"web\"}}");
+    // Scrape between rotations, still tracking every active kid: the counter must equal the
+    // rotations seen (distinct active keys after the bootstrap key).
+    let body = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "no quiet moment to scrape"
+        );
+        let Some(before) = active().await else {
+            continue;
+        };
+        if kids.last() != Some(&before) {
+            kids.push(before.clone());
+        }
+        let (status, body) = get(addr, "/metrics").await;
+        if status == 200 && active().await.as_ref() == Some(&before) {
+            break body;
+        }
+    };
+    let counted = sample(&body, &format!("jwt_key_rotator_rotations_total{series}"))
+        .expect("rotation counter");
+    let reconciles = sample(&body, &format!("jwt_key_rotator_reconciles_total{series}"))
+        .expect("reconcile counter");
+    let set = sets.get("web").await.unwrap();
+    let status = set.status.unwrap();
+    let activated: Vec<_> = status
+        .keys
+        .iter()
+        .filter(|k| k.activated_at.is_some())
+        .collect();
+    assert_eq!(
+        counted,
+        (kids.len() - 1) as f64,
+        "rotations counted vs seen: {kids:?}"
+    );
+    // Every rotation is one more key that has been active: bootstrap + rotations.
+    let kid_now = status.active_kid.clone().unwrap();
+    assert!(activated.iter().any(|k| k.kid == kid_now));
+    let until = sample(
+        &body,
+        &format!("jwt_key_rotator_seconds_until_next_rotation{series}"),
+    )
+    .expect("countdown gauge");
+    let next = status.next_rotation_time.unwrap().0;
+    let expected = next.duration_since(jiff::Timestamp::now()).as_secs_f64();
+    assert!(
+        (until - expected).abs() < 1.5,
+        "gauge {until}s vs nextRotationTime in {expected}s"
+    );
+    assert!(
+        (-0.5..=3.0).contains(&until),
+        "within one rotation interval: {until}"
+    );
+    assert_eq!(sample(&body, "jwt_key_rotator_leader"), Some(1.0));
+    assert!(reconciles >= counted);
+    eprintln!(
+        "scraped: rotations_total={counted} reconciles_total={reconciles} seconds_until_next_rotation={until:.2}"
+    );
+}
