@@ -4,9 +4,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
@@ -15,6 +16,8 @@ use crate::api::JwtKeySet;
 use crate::leader::Fence;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Clock, Context, MANAGED_BY_LABEL, MANAGER};
+
+const PRUNE_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Reconciles JwtKeySets in `namespaces` (all namespaces when empty) until `shutdown`.
 pub async fn run(
@@ -37,7 +40,7 @@ pub async fn run(
         clock,
         recorder: Recorder::new(client.clone(), reporter),
         fence,
-        metrics,
+        metrics: metrics.clone(),
     });
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -54,9 +57,25 @@ pub async fn run(
         let maps: Api<ConfigMap> = scoped(&client, ns.as_deref());
         // Only our own objects are watched (and cached): never every Secret in the cluster.
         let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-        Controller::new(sets, watcher::Config::default())
+        let controller = Controller::new(sets, watcher::Config::default())
             .owns(secrets, ours.clone())
-            .owns(maps, ours)
+            .owns(maps, ours);
+        // Deleted sets (without a finalizer no reconcile sees them go) leave the metrics.
+        let store = controller.store();
+        let pruned = metrics.clone();
+        let scope = ns.clone();
+        let pruner = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PRUNE_PERIOD).await;
+                pruned.retain(|l| {
+                    scope.as_ref().is_some_and(|s| *s != l.namespace)
+                        || store
+                            .get(&ObjectRef::new(&l.name).within(&l.namespace))
+                            .is_some()
+                });
+            }
+        });
+        controller
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
             .for_each(|result| async move {
@@ -65,6 +84,7 @@ pub async fn run(
                     Err(e) => warn!(error = %e, "controller"),
                 }
             })
+            .map(move |()| pruner.abort())
     });
     futures::future::join_all(controllers).await;
     info!("shut down");

@@ -242,6 +242,8 @@ pub async fn run_while_leader<W, Fut>(
         };
         fence.close();
         metrics.set_leader(false);
+        // Only the leader reports per-set figures.
+        metrics.retain(|_| false);
         match stop {
             Stop::Shutdown => {
                 // The work watches the same shutdown signal; give it a moment to finish in-flight

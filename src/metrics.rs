@@ -140,6 +140,20 @@ impl Metrics {
         }
     }
 
+    /// Keeps the series of the sets for which `keep` holds: deleted sets (and, on a replica that
+    /// stopped leading, all sets) must not go on reporting a countdown nobody acts on.
+    pub fn retain(&self, keep: impl Fn(&SetLabels) -> bool) {
+        let Ok(mut times) = self.times.lock() else {
+            return;
+        };
+        let gone: Vec<SetLabels> = times.keys().filter(|l| !keep(l)).cloned().collect();
+        for labels in gone {
+            times.remove(&labels);
+            self.key_age.remove(&labels);
+            self.until_rotation.remove(&labels);
+        }
+    }
+
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
@@ -201,6 +215,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("jwt_key_rotator_leader 1"), "{text}");
+        m.retain(|l| l.name != "web");
+        assert!(!m.render(t0).contains("active_key_age_seconds{"));
+        m.reconciled("ns", "web", Some(t0), None);
         m.forget("ns", "web");
         assert!(!m.render(t0).contains("active_key_age_seconds{"));
     }

@@ -141,6 +141,18 @@ async fn metrics_count_rotations_and_count_down_to_the_next_one() {
     );
     assert_eq!(sample(&body, "jwt_key_rotator_leader"), Some(1.0));
     assert!(reconciles >= counted);
+    // A deleted set stops reporting its countdown.
+    sets.delete("web", &Default::default()).await.unwrap();
+    let countdown = format!("jwt_key_rotator_seconds_until_next_rotation{series}");
+    eventually(
+        "the deleted set's gauges to go",
+        Duration::from_secs(40),
+        || async {
+            let (_, body) = get(addr, "/metrics").await;
+            (!body.contains(&countdown)).then_some(())
+        },
+    )
+    .await;
     eprintln!(
         "scraped: rotations_total={counted} reconciles_total={reconciles} seconds_until_next_rotation={until:.2}"
     );
