@@ -80,7 +80,17 @@ pub fn run(
         published: published.clone(),
         private: all_kids(manifest),
     };
-    let Ok(plan) = plan(policy, manifest, &observed, now, |a, s| minter.mint(a, s));
+    run_observed(policy, manifest, &observed, now, minter)
+}
+
+pub fn run_observed(
+    policy: &Policy,
+    manifest: &Manifest,
+    observed: &Observed,
+    now: Timestamp,
+    minter: &mut Minter,
+) -> Plan {
+    let Ok(plan) = plan(policy, manifest, observed, now, |a, s| minter.mint(a, s));
     plan
 }
 

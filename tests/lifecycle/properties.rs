@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 use jwt_key_rotator::keys::Algorithm;
-use jwt_key_rotator::lifecycle::{KeyState, Manifest, Plan, Policy};
+use jwt_key_rotator::lifecycle::{KeyState, Manifest, Observed, Plan, Policy};
 use proptest::prelude::*;
 
-use super::{Minter, all_kids, policy, run, secs, t};
+use super::{Minter, all_kids, policy, run, run_observed, secs, t};
 
 #[derive(Clone, Debug)]
 enum Event {
@@ -27,6 +27,8 @@ enum Event {
     ChangeTokenTtl(i64),
     /// The JWKS write after the next plan fails: verifiers do not see new keys yet.
     PublishFails,
+    /// Someone deletes the n-th held key's private part from the Secret.
+    LoseMaterial(usize),
 }
 
 fn algorithm() -> impl Strategy<Value = Algorithm> {
@@ -44,6 +46,7 @@ fn event(ri: i64) -> impl Strategy<Value = Event> {
         1 => algorithm().prop_map(Event::ChangeAlgorithm),
         1 => (1..ri * 2).prop_map(Event::ChangeTokenTtl),
         2 => Just(Event::PublishFails),
+        1 => (0usize..8).prop_map(Event::LoseMaterial),
     ]
 }
 
@@ -70,6 +73,8 @@ struct History {
     /// Retention in force when each key retired.
     retention_at_retirement: BTreeMap<String, SignedDuration>,
     requests: u64,
+    /// Kids whose private part was deleted from the Secret.
+    lost: BTreeSet<String>,
 }
 
 fn check_step(
@@ -113,7 +118,9 @@ fn check_step(
     }
 
     let old_active = before.active();
-    let old_active_revoked = old_active.is_some_and(|a| policy.revoked_kids.contains(&a.kid));
+    // Revoked or lost: the set has no usable active key, and a key must sign at once.
+    let old_active_gone = old_active
+        .is_some_and(|a| policy.revoked_kids.contains(&a.kid) || history.lost.contains(&a.kid));
     for k in &after.keys {
         let old = before.get(&k.kid);
         // Publication is recorded only when seen, at the time it is seen, and never changes.
@@ -147,7 +154,7 @@ fn check_step(
         // A key takes over from a live active key only after publishLead of publication.
         let newly_active =
             k.state == KeyState::Active && old.is_none_or(|o| o.state != KeyState::Active);
-        if newly_active && old_active.is_some() && !old_active_revoked {
+        if newly_active && old_active.is_some() && !old_active_gone {
             let published_at = k.published_at;
             prop_assert!(
                 published_at.is_some_and(|p| p + policy.publish_lead <= now),
@@ -173,6 +180,13 @@ fn check_step(
         }
         history.removed.insert(old.kid.clone());
         if policy.revoked_kids.contains(&old.kid) {
+            continue;
+        }
+        // A key whose private part is gone: a pending one never signed, and a symmetric key has
+        // nothing left to verify with. An asymmetric active key must retire instead.
+        if history.lost.contains(&old.kid)
+            && (old.state == KeyState::Pending || old.alg.is_symmetric())
+        {
             continue;
         }
         match old.state {
@@ -275,11 +289,20 @@ proptest! {
                 }
                 Event::ChangeTokenTtl(s) => policy.token_ttl = secs(s),
                 Event::PublishFails => publish_fails = true,
+                Event::LoseMaterial(n) => {
+                    if !manifest.keys.is_empty() {
+                        history.lost.insert(manifest.keys[n % manifest.keys.len()].kid.clone());
+                    }
+                }
             }
             // The reconcile loop: plan, store, publish, plan again while asked to run at once.
             for round in 0..4 {
                 let before_minted = minter.minted;
-                let plan = run(&policy, &manifest, &published, now, &mut minter);
+                let observed = Observed {
+                    published: published.clone(),
+                    private: all_kids(&manifest).difference(&history.lost).cloned().collect(),
+                };
+                let plan = run_observed(&policy, &manifest, &observed, now, &mut minter);
                 check_step(&policy, &manifest, &published, now, &plan, minter.minted - before_minted, &mut history)?;
                 check_wake_up(&policy, &plan, now, probes[i % probes.len()])?;
                 manifest = plan.manifest.clone();
