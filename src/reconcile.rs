@@ -177,88 +177,85 @@ fn new_meta(name: &str, ns: &str, set: &JwtKeySet) -> ObjectMeta {
     }
 }
 
-/// Creates the Secret, or replaces it conditionally on the resourceVersion read. Data keys
-/// outside the documented layout are kept. Writes nothing when nothing changed.
-async fn write_secret(
+/// Creates `object`, or replaces the one read (`existed`) conditionally on the resourceVersion
+/// it carries: a concurrent change makes this a `Conflict`, never an overwrite.
+async fn create_or_replace<K>(
     fence: &Fence,
-    api: &Api<Secret>,
+    api: &Api<K>,
+    existed: bool,
+    object: &K,
+) -> Result<K, Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    fence.check()?;
+    let written = if existed {
+        api.replace(&object.name_any(), &PostParams::default(), object)
+            .await
+    } else {
+        api.create(&PostParams::default(), object).await
+    };
+    written.map_err(conflict_or)
+}
+
+/// The Secret with `layout` as its data: data keys outside the documented layout are kept.
+/// `None` when the Secret read already is exactly that.
+fn desired_secret(
     set: &JwtKeySet,
     ns: &str,
     name: &str,
-    current: Option<Secret>,
+    current: Option<&Secret>,
     layout: BTreeMap<String, k8s_openapi::ByteString>,
-) -> Result<Secret, Error> {
-    match current {
-        None => {
-            fence.check()?;
-            let secret = Secret {
-                metadata: new_meta(name, ns, set),
-                type_: Some("Opaque".into()),
-                data: Some(layout),
-                ..Secret::default()
-            };
-            api.create(&PostParams::default(), &secret)
-                .await
-                .map_err(conflict_or)
-        }
-        Some(mut secret) => {
-            let mut data: BTreeMap<_, _> = secret
-                .data
-                .iter()
-                .flatten()
-                .filter(|(k, _)| !store::is_layout_key(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            data.extend(layout);
-            let relabelled = claim(&mut secret.metadata, set);
-            if !relabelled && secret.data.as_ref() == Some(&data) {
-                return Ok(secret);
-            }
-            secret.data = Some(data);
-            fence.check()?;
-            api.replace(name, &PostParams::default(), &secret)
-                .await
-                .map_err(conflict_or)
-        }
+) -> Option<Secret> {
+    let Some(current) = current else {
+        return Some(Secret {
+            metadata: new_meta(name, ns, set),
+            type_: Some("Opaque".into()),
+            data: Some(layout),
+            ..Secret::default()
+        });
+    };
+    let mut secret = current.clone();
+    let mut data: BTreeMap<_, _> = current
+        .data
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !store::is_layout_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    data.extend(layout);
+    let relabelled = claim(&mut secret.metadata, set);
+    if !relabelled && current.data.as_ref() == Some(&data) {
+        return None;
     }
+    secret.data = Some(data);
+    Some(secret)
 }
 
-/// Creates the JWKS ConfigMap, or replaces it conditionally; writes nothing when unchanged.
-async fn write_config_map(
-    fence: &Fence,
-    api: &Api<ConfigMap>,
+/// The JWKS ConfigMap holding `jwks` (and nothing else); `None` when the one read already is.
+fn desired_config_map(
     set: &JwtKeySet,
     ns: &str,
     valid: &ValidSpec,
-    current: Option<ConfigMap>,
+    current: Option<&ConfigMap>,
     jwks: String,
-) -> Result<ConfigMap, Error> {
+) -> Option<ConfigMap> {
     let data = BTreeMap::from([(valid.jwks_key.clone(), jwks)]);
-    match current {
-        None => {
-            fence.check()?;
-            let map = ConfigMap {
-                metadata: new_meta(&valid.config_map_name, ns, set),
-                data: Some(data),
-                ..ConfigMap::default()
-            };
-            api.create(&PostParams::default(), &map)
-                .await
-                .map_err(conflict_or)
-        }
-        Some(mut map) => {
-            let relabelled = claim(&mut map.metadata, set);
-            if !relabelled && map.data.as_ref() == Some(&data) && map.binary_data.is_none() {
-                return Ok(map);
-            }
-            map.data = Some(data);
-            map.binary_data = None;
-            fence.check()?;
-            api.replace(&valid.config_map_name, &PostParams::default(), &map)
-                .await
-                .map_err(conflict_or)
-        }
+    let Some(current) = current else {
+        return Some(ConfigMap {
+            metadata: new_meta(&valid.config_map_name, ns, set),
+            data: Some(data),
+            ..ConfigMap::default()
+        });
+    };
+    let mut map = current.clone();
+    let relabelled = claim(&mut map.metadata, set);
+    if !relabelled && map.data.as_ref() == Some(&data) && map.binary_data.is_none() {
+        return None;
     }
+    map.data = Some(data);
+    map.binary_data = None;
+    Some(map)
 }
 
 async fn sync(
@@ -368,18 +365,11 @@ async fn sync(
         // 1 and 3: the Secret first (new private keys; the active pointer moves only once the
         // planner has seen the new key published for publishLead).
         let layout = store::render_secret(&manifest, &materials)?;
-        secret = Some(
-            write_secret(
-                &ctx.fence,
-                &secrets,
-                set,
-                ns,
-                &valid.secret_name,
-                secret,
-                layout,
-            )
-            .await?,
-        );
+        if let Some(desired) = desired_secret(set, ns, &valid.secret_name, secret.as_ref(), layout)
+        {
+            let existed = secret.is_some();
+            secret = Some(create_or_replace(&ctx.fence, &secrets, existed, &desired).await?);
+        }
         hmac_published = manifest
             .keys
             .iter()
@@ -389,7 +379,10 @@ async fn sync(
         // 2: then the JWKS verifiers read.
         if map.is_some() || manifest.keys.iter().any(|k| !k.alg.is_symmetric()) {
             let jwks = store::render_jwks(&manifest);
-            map = Some(write_config_map(&ctx.fence, &maps, set, ns, valid, map, jwks).await?);
+            if let Some(desired) = desired_config_map(set, ns, valid, map.as_ref(), jwks) {
+                let existed = map.is_some();
+                map = Some(create_or_replace(&ctx.fence, &maps, existed, &desired).await?);
+            }
         }
         let retired: Vec<String> = plan
             .transitions
@@ -718,21 +711,14 @@ async fn release_on_delete(
         && owned_by(&s.metadata, set)
     {
         s.metadata.owner_references = None;
-        ctx.fence.check()?;
-        secrets
-            .replace(&secret_name, &PostParams::default(), &s)
-            .await
-            .map_err(conflict_or)?;
+        create_or_replace(&ctx.fence, &secrets, true, &s).await?;
     }
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(mut m) = maps.get_opt(&config_map_name).await?
         && owned_by(&m.metadata, set)
     {
         m.metadata.owner_references = None;
-        ctx.fence.check()?;
-        maps.replace(&config_map_name, &PostParams::default(), &m)
-            .await
-            .map_err(conflict_or)?;
+        create_or_replace(&ctx.fence, &maps, true, &m).await?;
     }
     info!(set = %set.name_any(), "deletionPolicy Retain: Secret and ConfigMap released");
     let next: Vec<String> = set

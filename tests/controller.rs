@@ -14,10 +14,7 @@ use jwt_key_rotator::lifecycle::{KeyState, Manifest};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams,
-    PostParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::{Operator, eventually};
@@ -48,25 +45,7 @@ impl Fixture {
     }
 
     async fn apply(&self, name: &str, spec: Value) {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
-            &self.ns,
-            &ApiResource::erase::<JwtKeySet>(&()),
-        );
-        let object: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "jwt.keyrotator.dev/v1alpha1",
-            "kind": "JwtKeySet",
-            "metadata": { "name": name },
-            "spec": spec,
-        }))
-        .unwrap();
-        api.patch(
-            name,
-            &PatchParams::apply("tests").force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+        support::apply_set(&self.client, &self.ns, name, spec).await;
     }
 
     /// Waits until the set reports `Ready` with `status` and `reason` for its current generation.

@@ -7,12 +7,11 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use jwt_key_rotator::api::JwtKeySet;
 use jwt_key_rotator::lifecycle::{KeyState, Manifest};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use serde_json::json;
 use support::{Operator, eventually};
 
@@ -109,7 +108,6 @@ impl Checker {
 async fn two_replicas_rotate_once_per_due_time_and_the_standby_takes_over_when_the_leader_dies() {
     let client = support::client().await;
     let ns = support::namespace(&client, "ha").await;
-    let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), &ns);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let mut replicas = vec![replica(&ns), replica(&ns)];
     let first_holder = eventually("a leader", Duration::from_secs(30), || holder(&leases)).await;
@@ -117,15 +115,7 @@ async fn two_replicas_rotate_once_per_due_time_and_the_standby_takes_over_when_t
 
     let spec = json!({"algorithm": "ES256", "rotationInterval": "4s", "publishLead": "1s",
                       "propagationDelay": "0s", "tokenTTL": "2s", "clockSkew": "0s"});
-    let object = json!({"apiVersion": "jwt.keyrotator.dev/v1alpha1", "kind": "JwtKeySet",
-                        "metadata": {"name": "web"}, "spec": spec});
-    sets.patch(
-        "web",
-        &PatchParams::apply("tests").force(),
-        &Patch::Apply(&object),
-    )
-    .await
-    .unwrap();
+    support::apply_set(&client, &ns, "web", spec).await;
     let mut checker = Checker {
         secrets: Api::namespaced(client.clone(), &ns),
         maps: Api::namespaced(client.clone(), &ns),
@@ -219,18 +209,14 @@ async fn a_leader_that_lost_the_lease_while_frozen_writes_nothing_when_it_thaws(
     let mut replicas = vec![replica(&ns), replica(&ns)];
     let first = eventually("a leader", Duration::from_secs(30), || holder(&leases)).await;
     let leader = which(&replicas, &first).unwrap();
-    let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), &ns);
-    let object = json!({"apiVersion": "jwt.keyrotator.dev/v1alpha1", "kind": "JwtKeySet",
-                        "metadata": {"name": "web"},
-                        "spec": {"algorithm": "EdDSA", "rotationInterval": "3s", "publishLead": "1s",
-                                 "propagationDelay": "0s", "tokenTTL": "1s", "clockSkew": "0s"}});
-    sets.patch(
+    support::apply_set(
+        &client,
+        &ns,
         "web",
-        &PatchParams::apply("tests").force(),
-        &Patch::Apply(&object),
+        json!({"algorithm": "EdDSA", "rotationInterval": "3s", "publishLead": "1s",
+                                 "propagationDelay": "0s", "tokenTTL": "1s", "clockSkew": "0s"}),
     )
-    .await
-    .unwrap();
+    .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     eventually("the Secret", Duration::from_secs(30), || async {
         secrets.get_opt("web-signing-keys").await.ok()?

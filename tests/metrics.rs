@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use jwt_key_rotator::api::JwtKeySet;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 use std::io::{Read, Write};
 use support::{Operator, eventually};
@@ -55,17 +55,14 @@ async fn metrics_count_rotations_and_count_down_to_the_next_one() {
     .await;
 
     let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), &ns);
-    let object = json!({"apiVersion": "jwt.keyrotator.dev/v1alpha1", "kind": "JwtKeySet",
-                        "metadata": {"name": "web"},
-                        "spec": {"algorithm": "ES256", "rotationInterval": "3s", "publishLead": "1s",
-                                 "propagationDelay": "0s", "tokenTTL": "1s", "clockSkew": "0s"}});
-    sets.patch(
+    support::apply_set(
+        &client,
+        &ns,
         "web",
-        &PatchParams::apply("tests").force(),
-        &Patch::Apply(&object),
+        json!({"algorithm": "ES256", "rotationInterval": "3s", "publishLead": "1s",
+                                 "propagationDelay": "0s", "tokenTTL": "1s", "clockSkew": "0s"}),
     )
-    .await
-    .unwrap();
+    .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let active = || async {
         let s = secrets.get_opt("web-signing-keys").await.ok()??;

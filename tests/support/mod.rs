@@ -196,6 +196,29 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
     created.metadata.name.expect("generated namespace name")
 }
 
+/// Applies (server-side, as `kubectl apply --server-side` would) a JwtKeySet with this spec.
+pub async fn apply_set(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
+    use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::erase::<jwt_key_rotator::api::JwtKeySet>(&()),
+    );
+    let object = serde_json::json!({
+        "apiVersion": "jwt.keyrotator.dev/v1alpha1",
+        "kind": "JwtKeySet",
+        "metadata": { "name": name },
+        "spec": spec,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("tests").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply JwtKeySet {name}: {e}"));
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
