@@ -1,0 +1,1132 @@
+//! Installing the operator: the Helm chart linted, rendered and installed with real Helm 4
+//! (tests/helm/helm.py, on Helm's Go SDK), its RBAC proven least-privilege by running the
+//! operator binary with exactly the chart's ServiceAccount token, arguments and environment,
+//! and deploy/ kept equal to the chart's defaults.
+//!
+//! Needs python3 with helm-python-sdk (`python3 -m pip install helm-python-sdk==0.2.2`) and
+//! kubectl; without them these tests fail, saying so.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use jwt_key_rotator::api::JwtKeySet;
+use jwt_key_rotator::reconcile::RETAIN_FINALIZER;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::{Operator, eventually};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/jwt-key-rotator");
+const HELM_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helm/helm.py");
+const RENDER_DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helm/render_deploy.py");
+const PIP_INSTALL: &str = "python3 -m pip install helm-python-sdk==0.2.2";
+/// helm.py's exit status when Helm's Python SDK cannot be imported.
+const EXIT_NO_HELM: i32 = 3;
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The install tests each run an operator out of cluster; one of them watches every
+/// namespace, and would reconcile the other test's sets too. They take turns.
+static ONE_OPERATOR_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `test` on a runtime of its own while no other install test runs an operator.
+fn one_operator_at_a_time(test: impl std::future::Future<Output = ()>) {
+    let _turn = ONE_OPERATOR_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(test);
+}
+
+// ---- Helm ----------------------------------------------------------------------------------
+
+/// Runs `helm.py ARGS`: its stdout, or its stderr when it fails. Fails the test at once when
+/// Helm's Python SDK is not installed.
+fn helm(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("python3")
+        .arg(HELM_PY)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run python3 {HELM_PY}: {e} (is python3 installed?)"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() == Some(EXIT_NO_HELM) {
+        panic!("these tests need Helm's Python SDK; install it with:\n  {PIP_INSTALL}\n{stderr}");
+    }
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(stderr)
+    }
+}
+
+/// `helm template` of the chart with these `--set` values, as YAML documents.
+fn template(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
+    let mut args = vec![
+        "template",
+        CHART,
+        "--release",
+        release,
+        "--namespace",
+        namespace,
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let text = helm(&args)?;
+    let mut documents = vec![];
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let value = Value::deserialize(document).expect("helm template prints YAML");
+        if !value.is_null() {
+            documents.push(value);
+        }
+    }
+    Ok(documents)
+}
+
+fn install(release: &str, namespace: &str, sets: &[&str]) {
+    let kubeconfig = support::control_plane().kubeconfig.display().to_string();
+    let mut args = vec![
+        "install",
+        CHART,
+        "--release",
+        release,
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+        &kubeconfig,
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    helm(&args).unwrap_or_else(|e| panic!("helm install {release} failed:\n{e}"));
+}
+
+fn uninstall(release: &str, namespace: &str) {
+    let kubeconfig = support::control_plane().kubeconfig.display().to_string();
+    let args = [
+        "uninstall",
+        "--release",
+        release,
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+    ];
+    helm(&[&args[..], &[kubeconfig.as_str()]].concat())
+        .unwrap_or_else(|e| panic!("helm uninstall {release} failed:\n{e}"));
+}
+
+fn find<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    documents
+        .iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("the chart rendered no {kind} {name}"))
+}
+
+fn kinds(documents: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = documents
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap_or("?"),
+                d["metadata"]["namespace"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+fn app_version() -> String {
+    let text = std::fs::read_to_string(format!("{CHART}/Chart.yaml")).expect("Chart.yaml");
+    let chart: Value = serde_norway::from_str(&text).expect("Chart.yaml is YAML");
+    chart["appVersion"]
+        .as_str()
+        .expect("Chart.yaml has appVersion")
+        .to_string()
+}
+
+/// Exactly the API access the operator's code uses: what the ClusterRole (cluster mode) and
+/// each watched namespace's Role (namespaced mode) grant.
+fn operator_rules() -> Value {
+    json!([
+        {"apiGroups": ["jwt.keyrotator.dev"], "resources": ["jwtkeysets"], "verbs": ["list", "watch", "patch"]},
+        {"apiGroups": ["jwt.keyrotator.dev"], "resources": ["jwtkeysets/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch", "create", "update"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ])
+}
+
+/// The leader-election rules, in the release namespace only.
+fn lease_rules(lease: &str) -> Value {
+    json!([
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease], "verbs": ["get", "update"]},
+    ])
+}
+
+// ---- a ServiceAccount's identity ------------------------------------------------------------
+
+/// A kubeconfig file for the control plane that authenticates with a fresh token of
+/// ServiceAccount `namespace/name` (TokenRequest API), and a client using it.
+async fn service_account_identity(
+    admin: &Client,
+    namespace: &str,
+    name: &str,
+) -> (PathBuf, Client) {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for ServiceAccount {namespace}/{name}: {e}"))
+        .status
+        .expect("TokenRequest status")
+        .token;
+    // The control plane's cluster entry (server, CA) as it is, with the token as the user.
+    let admin_path = &support::control_plane().kubeconfig;
+    let admin_config: Value =
+        serde_norway::from_str(&std::fs::read_to_string(admin_path).expect("admin kubeconfig"))
+            .expect("admin kubeconfig is YAML");
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": admin_config["clusters"][0]["cluster"]}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "test", "user": name, "namespace": namespace}}],
+        "current-context": name,
+    });
+    let path = std::env::temp_dir().join(format!(
+        "jwt-rotator-sa-{}-{namespace}-{name}.kubeconfig",
+        std::process::id()
+    ));
+    std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig).unwrap())
+        .expect("write kubeconfig");
+    let config = Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&path).expect("read back the ServiceAccount kubeconfig"),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("ServiceAccount kubeconfig");
+    (
+        path,
+        Client::try_from(config).expect("ServiceAccount client"),
+    )
+}
+
+/// Fails unless `result` is the API server's 403 Forbidden.
+fn assert_forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!(
+            "{what}: expected 403 Forbidden for the operator's ServiceAccount, got {other:?}"
+        ),
+    }
+}
+
+// ---- the operator as the chart runs it ------------------------------------------------------
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// GET `path` from the operator's HTTP endpoint: the status code, if it answered.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Starts the operator binary exactly as the installed Deployment would: its container's
+/// arguments (the metrics address moved to a free loopback port) and environment (the
+/// downward-API values filled in; RUST_LOG aside, which the test harness sets to debug),
+/// authenticated as its ServiceAccount. Returns the operator, its metrics port and its pod name.
+fn start_as_deployed(
+    deployment: &Deployment,
+    kubeconfig: &Path,
+    pod_namespace: &str,
+) -> (Operator, u16, String) {
+    let pod = &deployment
+        .spec
+        .as_ref()
+        .expect("Deployment spec")
+        .template
+        .spec
+        .as_ref()
+        .expect("pod spec");
+    let container = &pod.containers[0];
+    let port = free_port();
+    let mut args = container.args.clone().expect("the operator's arguments");
+    let metrics = args
+        .iter_mut()
+        .find(|a| a.starts_with("--metrics-addr="))
+        .expect("the Deployment sets --metrics-addr");
+    *metrics = format!("--metrics-addr=127.0.0.1:{port}");
+    let pod_name = format!(
+        "{}-install-test",
+        deployment.metadata.name.as_deref().unwrap_or("operator")
+    );
+    let mut env = vec![("KUBECONFIG".to_string(), kubeconfig.display().to_string())];
+    for var in container.env.iter().flatten() {
+        let field = var
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        let value = match (field, &var.value) {
+            (Some("metadata.name"), _) => pod_name.clone(),
+            (Some("metadata.namespace"), _) => pod_namespace.to_string(),
+            (Some(other), _) => panic!("env {} from unexpected field {other}", var.name),
+            (None, Some(value)) => value.clone(),
+            (None, None) => String::new(),
+        };
+        env.push((var.name.clone(), value));
+    }
+    (Operator::start_with(args, env), port, pod_name)
+}
+
+/// Applies a JwtKeySet from a file under deploy/examples/ into `namespace`, as a platform
+/// team would (admin rights); returns its name.
+async fn apply_example(admin: &Client, namespace: &str, file: &str) -> String {
+    let path = format!("{REPO}/deploy/examples/{file}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let object: DynamicObject =
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let name = object.metadata.name.clone().expect("example has a name");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        namespace,
+        &ApiResource::erase::<JwtKeySet>(&()),
+    );
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("create {file} in {namespace}: {e}"));
+    name
+}
+
+/// Fails the test at once when the operator was refused a request (a 403 in its log): the
+/// chart's RBAC lacks a rule. The operator's log is printed when the test fails.
+fn assert_never_forbidden(operator: &Operator) {
+    let log = operator.log_text();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_lowercase().contains("forbidden"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the operator was refused requests with the chart's RBAC:\n{}",
+        refused.join("\n")
+    );
+}
+
+/// Waits until the set is Ready (KeysReady) for its generation, its Secret and (unless HS*)
+/// ConfigMap exist and an Event about it was recorded: everything the operator writes.
+async fn wait_ready(admin: &Client, namespace: &str, name: &str, operator: &Operator) {
+    let sets: Api<JwtKeySet> = Api::namespaced(admin.clone(), namespace);
+    let what = format!("JwtKeySet {namespace}/{name} Ready=True (KeysReady)");
+    let set = eventually(&what, READY_DEADLINE, || {
+        assert_never_forbidden(operator);
+        async {
+            let set = sets.get(name).await.ok()?;
+            let c = set
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")?;
+            (c.status == "True"
+                && c.reason == "KeysReady"
+                && c.observed_generation == set.metadata.generation)
+                .then_some(set)
+        }
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), namespace);
+    let secret_name = set
+        .spec
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| format!("{name}-signing-keys"));
+    assert!(
+        secrets.get_opt(&secret_name).await.unwrap().is_some(),
+        "{namespace}/{name} is Ready but Secret {secret_name} is missing"
+    );
+    if !set.spec.algorithm.to_string().starts_with("HS") {
+        let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), namespace);
+        assert!(
+            maps.get_opt(&format!("{name}-jwks"))
+                .await
+                .unwrap()
+                .is_some(),
+            "{namespace}/{name} is Ready but its JWKS ConfigMap is missing"
+        );
+    }
+    let events: Api<Event> = Api::namespaced(admin.clone(), namespace);
+    let what = format!("an Event about {namespace}/{name}");
+    eventually(&what, READY_DEADLINE, || {
+        assert_never_forbidden(operator);
+        async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// Waits until the operator holds its leader Lease: proof that the lease rules suffice.
+async fn wait_leader(
+    admin: &Client,
+    namespace: &str,
+    lease: &str,
+    identity: &str,
+    operator: &Operator,
+) {
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), namespace);
+    let what = format!("Lease {namespace}/{lease} held by {identity}");
+    eventually(&what, READY_DEADLINE, || {
+        assert_never_forbidden(operator);
+        async {
+            let lease = leases.get_opt(lease).await.ok()??;
+            (lease.spec?.holder_identity.as_deref() == Some(identity)).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Waits until /readyz answers 200 (the Deployment's readiness probe) and checks /healthz
+/// (its liveness probe) and /metrics.
+async fn wait_probes(port: u16, operator: &Operator) {
+    eventually(
+        "the operator's /readyz to answer 200",
+        READY_DEADLINE,
+        || {
+            assert_never_forbidden(operator);
+            async move { (http_status(port, "/readyz") == Some(200)).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(http_status(port, "/healthz"), Some(200), "/healthz");
+    assert_eq!(http_status(port, "/metrics"), Some(200), "/metrics");
+}
+
+// ---- the tests ------------------------------------------------------------------------------
+
+#[test]
+fn chart_lints_and_its_crd_is_the_generated_one() {
+    let lint = helm(&["lint", CHART, "--strict"])
+        .unwrap_or_else(|e| panic!("helm lint --strict failed:\n{e}"));
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+
+    let generated =
+        std::fs::read(format!("{REPO}/crds/jwtkeysets.jwt.keyrotator.dev.yaml")).unwrap();
+    let in_chart =
+        std::fs::read(format!("{CHART}/crds/jwtkeysets.jwt.keyrotator.dev.yaml")).unwrap();
+    assert!(
+        generated == in_chart,
+        "charts/jwt-key-rotator/crds/ differs from crds/; copy it:\n  \
+         cp crds/jwtkeysets.jwt.keyrotator.dev.yaml charts/jwt-key-rotator/crds/"
+    );
+
+    // values.yaml documents every value: a comment line right above each key.
+    let values = std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap();
+    let lines: Vec<&str> = values.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let key = line.trim_start();
+        let is_key = key.starts_with(|c: char| c.is_ascii_alphabetic()) && key.contains(':');
+        let documented = i > 0 && lines[i - 1].trim_start().starts_with('#');
+        assert!(
+            !is_key || documented,
+            "values.yaml line {}: {line:?} has no comment above it",
+            i + 1
+        );
+    }
+
+    // values.schema.json refuses bad values, naming them.
+    let refused: &[(&[&str], &str)] = &[
+        (&["replicaCount=0"], "at '/replicaCount': minimum"),
+        (
+            &["replicaCount=two"],
+            "at '/replicaCount': got string, want integer",
+        ),
+        (
+            &["rbac.mode=bogus"],
+            "at '/rbac/mode': value must be one of 'cluster', 'namespaced'",
+        ),
+        (
+            &["rbac.mode=namespaced"],
+            "at '/rbac/watchNamespaces': minItems",
+        ),
+        (
+            &["rbac.mode=namespaced", "rbac.watchNamespaces={Team_A}"],
+            "at '/rbac/watchNamespaces/0'",
+        ),
+        (
+            &["replicaCount=2", "leaderElection.enabled=false"],
+            "at '/leaderElection/enabled'",
+        ),
+        (
+            &["leaderElection.leaseDuration=15"],
+            "at '/leaderElection/leaseDuration'",
+        ),
+        (&["logFormat=xml"], "at '/logFormat'"),
+        (&["image.pullPolicy=Sometimes"], "at '/image/pullPolicy'"),
+        (&["metrics.port=70000"], "at '/metrics/port'"),
+        (
+            &["serviceAccount.create=false"],
+            "at '/serviceAccount/name'",
+        ),
+        (
+            &["replicas=2"],
+            "additional properties 'replicas' not allowed",
+        ),
+    ];
+    for (sets, message) in refused {
+        let err = template("r", "ns", sets)
+            .err()
+            .unwrap_or_else(|| panic!("--set {sets:?} was accepted"));
+        assert!(
+            err.contains(message),
+            "--set {sets:?}: expected {message:?} in:\n{err}"
+        );
+    }
+    // lint checks the values it is given against the schema too.
+    let err = helm(&["lint", CHART, "--set", "rbac.mode=bogus"])
+        .expect_err("lint accepted rbac.mode=bogus");
+    assert!(err.contains("/rbac/mode"), "{err}");
+    // Good combinations render.
+    template(
+        "r",
+        "ns",
+        &["replicaCount=2", "podDisruptionBudget.enabled=true"],
+    )
+    .unwrap();
+    template(
+        "r",
+        "ns",
+        &["rbac.mode=namespaced", "rbac.watchNamespaces={a,b}"],
+    )
+    .unwrap();
+}
+
+#[test]
+fn chart_renders_what_its_values_say() {
+    // Defaults: cluster mode, leader election, one replica.
+    let docs = template("jwt-key-rotator", "ops", &[]).unwrap();
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole/",
+            "ClusterRoleBinding/",
+            "Deployment/ops",
+            "Role/ops",
+            "RoleBinding/ops",
+            "Service/ops",
+            "ServiceAccount/ops",
+        ]
+    );
+    assert_eq!(
+        find(&docs, "ClusterRole", "jwt-key-rotator")["rules"],
+        operator_rules()
+    );
+    let binding = find(&docs, "ClusterRoleBinding", "jwt-key-rotator");
+    assert_eq!(binding["roleRef"]["name"], "jwt-key-rotator");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "jwt-key-rotator", "namespace": "ops"}])
+    );
+    assert_eq!(
+        find(&docs, "Role", "jwt-key-rotator-leader-election")["rules"],
+        lease_rules("jwt-key-rotator")
+    );
+
+    let deployment = find(&docs, "Deployment", "jwt-key-rotator");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(pod["serviceAccountName"], "jwt-key-rotator");
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(
+        container["image"],
+        format!("jwt-key-rotator:{}", app_version())
+    );
+    assert_eq!(
+        container["args"],
+        json!([
+            "run",
+            "--log-format=json",
+            "--metrics-addr=0.0.0.0:8080",
+            "--leader-election",
+            "--lease-name=jwt-key-rotator",
+            "--lease-namespace=ops",
+            "--lease-duration=15s",
+            "--lease-renew-deadline=10s",
+            "--lease-retry-period=2s",
+        ])
+    );
+    assert_eq!(
+        container["env"],
+        json!([
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "RUST_LOG", "value": "info"},
+        ])
+    );
+    assert_eq!(
+        container["ports"],
+        json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "metrics"})
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "metrics"})
+    );
+    assert_eq!(
+        container["resources"],
+        json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}})
+    );
+    // The `restricted` Pod Security Standard.
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        container["securityContext"],
+        json!({
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "capabilities": {"drop": ["ALL"]},
+        })
+    );
+    let service = find(&docs, "Service", "jwt-key-rotator-metrics");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
+    // Namespaced mode: a Role per watched namespace, one --namespace per entry, no cluster rights.
+    let docs = template(
+        "rot",
+        "ops",
+        &[
+            "rbac.mode=namespaced",
+            "rbac.watchNamespaces={team-a,team-b}",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        kinds(&docs),
+        [
+            "Deployment/ops",
+            "Role/ops",
+            "Role/team-a",
+            "Role/team-b",
+            "RoleBinding/ops",
+            "RoleBinding/team-a",
+            "RoleBinding/team-b",
+            "Service/ops",
+            "ServiceAccount/ops",
+        ]
+    );
+    for namespace in ["team-a", "team-b"] {
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == namespace)
+            .unwrap();
+        assert_eq!(role["rules"], operator_rules(), "Role in {namespace}");
+        let binding = docs
+            .iter()
+            .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == namespace)
+            .unwrap();
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "rot-jwt-key-rotator", "namespace": "ops"}])
+        );
+    }
+    let args = &find(&docs, "Deployment", "rot-jwt-key-rotator")["spec"]["template"]["spec"]["containers"]
+        [0]["args"];
+    assert_eq!(args[0], "run");
+    assert_eq!(args[1], "--namespace=team-a");
+    assert_eq!(args[2], "--namespace=team-b");
+
+    // Without leader election: no lease rights, no lease arguments.
+    let docs = template("rot", "ops", &["leaderElection.enabled=false"]).unwrap();
+    assert!(
+        !kinds(&docs).iter().any(|k| k.starts_with("Role")),
+        "{:?}",
+        kinds(&docs)
+    );
+    let args = &find(&docs, "Deployment", "rot-jwt-key-rotator")["spec"]["template"]["spec"]["containers"]
+        [0]["args"];
+    assert!(
+        !args
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("--lease")),
+        "{args}"
+    );
+    assert!(
+        !args
+            .as_array()
+            .unwrap()
+            .contains(&json!("--leader-election")),
+        "{args}"
+    );
+
+    // The optional objects.
+    let docs = template(
+        "rot",
+        "ops",
+        &[
+            "replicaCount=2",
+            "podDisruptionBudget.enabled=true",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    )
+    .unwrap();
+    let pdb = find(&docs, "PodDisruptionBudget", "rot-jwt-key-rotator");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let monitor = find(&docs, "ServiceMonitor", "rot-jwt-key-rotator");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(
+        find(&docs, "Deployment", "rot-jwt-key-rotator")["spec"]["replicas"],
+        2
+    );
+}
+
+#[test]
+fn cluster_mode_install_grants_exactly_what_the_operator_needs() {
+    one_operator_at_a_time(cluster_mode_install());
+}
+
+async fn cluster_mode_install() {
+    let admin = support::client().await;
+    let release_ns = support::namespace(&admin, "helm-cluster").await;
+    let keys_ns = support::namespace(&admin, "helm-cluster-keys").await;
+    let release = "rotator-cluster";
+    let fullname = "rotator-cluster-jwt-key-rotator";
+    install(release, &release_ns, &[]);
+
+    let deployment: Deployment = Api::namespaced(admin.clone(), &release_ns)
+        .get(fullname)
+        .await
+        .unwrap();
+    let account = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .service_account_name
+        .clone()
+        .unwrap();
+    let (kubeconfig, as_operator) = service_account_identity(&admin, &release_ns, &account).await;
+    let (operator, port, pod_name) = start_as_deployed(&deployment, &kubeconfig, &release_ns);
+
+    // With exactly the chart's rights: leader, ready, and a set in another namespace Ready,
+    // with its Secret, ConfigMap, status and Events written and the finalizer of
+    // deletionPolicy: Retain patched in; never refused anything.
+    wait_leader(&admin, &release_ns, fullname, &pod_name, &operator).await;
+    wait_probes(port, &operator).await;
+    let name = apply_example(&admin, &keys_ns, "eddsa.yaml").await;
+    wait_ready(&admin, &keys_ns, &name, &operator).await;
+    let set: JwtKeySet = Api::namespaced(admin.clone(), &keys_ns)
+        .get(&name)
+        .await
+        .unwrap();
+    assert!(
+        set.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == RETAIN_FINALIZER),
+        "deletionPolicy: Retain, but no finalizer: {:?}",
+        set.metadata.finalizers
+    );
+    assert_never_forbidden(&operator);
+
+    // Nothing more: whatever the operator does not do is refused.
+    let secrets: Api<Secret> = Api::namespaced(as_operator.clone(), &keys_ns);
+    assert_forbidden(
+        "delete the set's Secret",
+        secrets
+            .delete(&format!("{name}-signing-keys"), &DeleteParams::default())
+            .await,
+    );
+    let maps: Api<ConfigMap> = Api::namespaced(as_operator.clone(), &keys_ns);
+    assert_forbidden(
+        "delete the JWKS ConfigMap",
+        maps.delete(&format!("{name}-jwks"), &DeleteParams::default())
+            .await,
+    );
+    let sets: Api<JwtKeySet> = Api::namespaced(as_operator.clone(), &keys_ns);
+    assert_forbidden("get a JwtKeySet", sets.get(&name).await);
+    assert_forbidden(
+        "delete a JwtKeySet",
+        sets.delete(&name, &DeleteParams::default()).await,
+    );
+    assert_forbidden(
+        "list Pods",
+        Api::<Pod>::all(as_operator.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_forbidden(
+        "list Namespaces",
+        Api::<Namespace>::all(as_operator.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_forbidden(
+        "list ClusterRoles",
+        Api::<ClusterRole>::all(as_operator.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    let lease = |name: &str| Lease {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec::default()),
+    };
+    assert_forbidden(
+        "create a Lease outside the release namespace",
+        Api::<Lease>::namespaced(as_operator.clone(), &keys_ns)
+            .create(&PostParams::default(), &lease("x"))
+            .await,
+    );
+    let leases: Api<Lease> = Api::namespaced(as_operator.clone(), &release_ns);
+    leases
+        .get(fullname)
+        .await
+        .expect("the operator reads its own Lease");
+    assert_forbidden(
+        "get another Lease",
+        leases.get("kube-controller-manager").await,
+    );
+    assert_forbidden("list Leases", leases.list(&ListParams::default()).await);
+    assert_forbidden(
+        "delete its Lease",
+        leases.delete(fullname, &DeleteParams::default()).await,
+    );
+
+    drop(operator);
+    uninstall(release, &release_ns);
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    assert!(
+        roles.get_opt(fullname).await.unwrap().is_none(),
+        "uninstall left ClusterRole {fullname}"
+    );
+    let _ = std::fs::remove_file(kubeconfig);
+}
+
+#[test]
+fn namespaced_mode_install_confines_the_operator_to_its_namespaces() {
+    one_operator_at_a_time(namespaced_mode_install());
+}
+
+async fn namespaced_mode_install() {
+    let admin = support::client().await;
+    let release_ns = support::namespace(&admin, "helm-ns").await;
+    let team_a = support::namespace(&admin, "helm-ns-a").await;
+    let team_b = support::namespace(&admin, "helm-ns-b").await;
+    let outside = support::namespace(&admin, "helm-ns-outside").await;
+    let release = "rotator-ns";
+    let fullname = "rotator-ns-jwt-key-rotator";
+    let watch = format!("rbac.watchNamespaces={{{team_a},{team_b}}}");
+    install(release, &release_ns, &["rbac.mode=namespaced", &watch]);
+
+    // The Roles are where the chart says, and nowhere else.
+    for namespace in [&team_a, &team_b] {
+        let role = Api::<Role>::namespaced(admin.clone(), namespace)
+            .get(fullname)
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&role.rules).unwrap(),
+            operator_rules(),
+            "Role in {namespace}"
+        );
+    }
+    assert!(
+        Api::<Role>::namespaced(admin.clone(), &outside)
+            .get_opt(fullname)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<ClusterRole>::all(admin.clone())
+            .get_opt(fullname)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let deployment: Deployment = Api::namespaced(admin.clone(), &release_ns)
+        .get(fullname)
+        .await
+        .unwrap();
+    let account = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .service_account_name
+        .clone()
+        .unwrap();
+    let (kubeconfig, as_operator) = service_account_identity(&admin, &release_ns, &account).await;
+    // A set outside the watched namespaces, there before the operator starts.
+    let ignored = apply_example(&admin, &outside, "es256.yaml").await;
+    let (operator, port, pod_name) = start_as_deployed(&deployment, &kubeconfig, &release_ns);
+    let args = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.contains(&format!("--namespace={team_a}"))
+            && args.contains(&format!("--namespace={team_b}")),
+        "{args:?}"
+    );
+
+    wait_leader(&admin, &release_ns, fullname, &pod_name, &operator).await;
+    wait_probes(port, &operator).await;
+    let a = apply_example(&admin, &team_a, "es256.yaml").await;
+    let b = apply_example(&admin, &team_b, "hs256.yaml").await;
+    wait_ready(&admin, &team_a, &a, &operator).await;
+    wait_ready(&admin, &team_b, &b, &operator).await;
+    assert_never_forbidden(&operator);
+    // By now the operator has long seen everything it watches: the outside set, created
+    // first, was never touched.
+    let untouched: JwtKeySet = Api::namespaced(admin.clone(), &outside)
+        .get(&ignored)
+        .await
+        .unwrap();
+    assert!(
+        untouched.status.is_none(),
+        "the operator wrote the status of a set outside its namespaces"
+    );
+    assert!(
+        Api::<Secret>::namespaced(admin.clone(), &outside)
+            .get_opt(&format!("{ignored}-signing-keys"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the operator wrote a Secret outside its namespaces"
+    );
+
+    // Confined: nothing outside the watched namespaces, nothing cluster-wide.
+    assert_forbidden(
+        "list Secrets outside the watched namespaces",
+        Api::<Secret>::namespaced(as_operator.clone(), &outside)
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_forbidden(
+        "list Secrets in every namespace",
+        Api::<Secret>::all(as_operator.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_forbidden(
+        "list JwtKeySets outside the watched namespaces",
+        Api::<JwtKeySet>::namespaced(as_operator.clone(), &outside)
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_forbidden(
+        "list JwtKeySets in every namespace",
+        Api::<JwtKeySet>::all(as_operator.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_forbidden(
+        "list ConfigMaps in the release namespace",
+        Api::<ConfigMap>::namespaced(as_operator.clone(), &release_ns)
+            .list(&ListParams::default())
+            .await,
+    );
+    Api::<Secret>::namespaced(as_operator.clone(), &team_a)
+        .list(&ListParams::default())
+        .await
+        .expect("the operator lists Secrets in a watched namespace");
+
+    drop(operator);
+    uninstall(release, &release_ns);
+    for namespace in [&team_a, &team_b] {
+        assert!(
+            Api::<Role>::namespaced(admin.clone(), namespace)
+                .get_opt(fullname)
+                .await
+                .unwrap()
+                .is_none(),
+            "uninstall left the Role in {namespace}"
+        );
+    }
+    let _ = std::fs::remove_file(kubeconfig);
+}
+
+#[tokio::test]
+async fn deploy_manifests_match_the_chart_defaults() {
+    // deploy/ is `helm template` of the chart's defaults, split per template (+ Namespace,
+    // CRD copy, kustomization.yaml).
+    let out = Command::new("python3")
+        .arg(RENDER_DEPLOY)
+        .arg("--check")
+        .output()
+        .unwrap_or_else(|e| panic!("could not run python3 {RENDER_DEPLOY}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(EXIT_NO_HELM) {
+        panic!("these tests need Helm's Python SDK; install it with:\n  {PIP_INSTALL}\n{stderr}");
+    }
+    assert!(out.status.success(), "{stderr}");
+    let crd = std::fs::read(format!("{REPO}/crds/jwtkeysets.jwt.keyrotator.dev.yaml")).unwrap();
+    assert!(
+        crd == std::fs::read(format!("{REPO}/deploy/crd.yaml")).unwrap(),
+        "deploy/crd.yaml differs from crds/"
+    );
+
+    // `kubectl apply -k deploy/` is accepted by the API server. A server-side dry run creates
+    // nothing, so the objects' namespace must exist already. --validate=false: kubectl checks
+    // manifests against the server's OpenAPI schema, and a 1.20 server's schema of
+    // CustomResourceDefinition lacks x-kubernetes-validations (the CRD's CEL rules, which
+    // servers before 1.25 ignore): "unknown field x-kubernetes-validations".
+    let admin = support::client().await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some("jwt-key-rotator".into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match namespaces.create(&PostParams::default(), &namespace).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace jwt-key-rotator: {e}"),
+    }
+    let kubeconfig = support::control_plane().kubeconfig.display().to_string();
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .args(["--kubeconfig", &kubeconfig])
+            .args(args)
+            .current_dir(REPO)
+            .output()
+            .unwrap_or_else(|e| panic!("could not run kubectl (is it installed?): {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl {}:\n{stdout}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let applied = kubectl(&[
+        "apply",
+        "-k",
+        "deploy/",
+        "--dry-run=server",
+        "--validate=false",
+    ]);
+    let objects: BTreeSet<&str> = applied
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for object in [
+        "namespace/jwt-key-rotator",
+        "customresourcedefinition.apiextensions.k8s.io/jwtkeysets.jwt.keyrotator.dev",
+        "serviceaccount/jwt-key-rotator",
+        "clusterrole.rbac.authorization.k8s.io/jwt-key-rotator",
+        "clusterrolebinding.rbac.authorization.k8s.io/jwt-key-rotator",
+        "role.rbac.authorization.k8s.io/jwt-key-rotator-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/jwt-key-rotator-leader-election",
+        "service/jwt-key-rotator-metrics",
+        "deployment.apps/jwt-key-rotator",
+    ] {
+        assert!(
+            objects.contains(object),
+            "kubectl apply -k deploy/ did not apply {object}:\n{applied}"
+        );
+    }
+
+    // The example JwtKeySets pass the API server's schema too.
+    let examples_ns = support::namespace(&admin, "deploy-examples").await;
+    let applied = kubectl(&[
+        "apply",
+        "-f",
+        "deploy/examples/",
+        "-n",
+        &examples_ns,
+        "--dry-run=server",
+    ]);
+    let count = std::fs::read_dir(format!("{REPO}/deploy/examples"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "yaml")
+        })
+        .count();
+    assert_eq!(
+        applied
+            .lines()
+            .filter(|l| l.contains("(server dry run)"))
+            .count(),
+        count,
+        "{applied}"
+    );
+}
