@@ -277,3 +277,37 @@ async fn a_leader_that_lost_the_lease_while_frozen_writes_nothing_when_it_thaws(
     assert!(replicas[leader].is_running());
     replicas.clear();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_releases_the_lease_so_the_standby_takes_over_without_waiting_for_expiry() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "graceful").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let mut replicas = vec![replica(&ns), replica(&ns)];
+    let first = eventually("a leader", Duration::from_secs(30), || holder(&leases)).await;
+    let leader = which(&replicas, &first).unwrap();
+    let stopped_at = Instant::now();
+    let status = replicas[leader]
+        .terminate()
+        .expect("the leader was running");
+    let exited = stopped_at.elapsed();
+    assert!(
+        status.success(),
+        "SIGTERM ends the operator cleanly: {status:?}"
+    );
+    assert!(exited < Duration::from_secs(10), "shutdown took {exited:?}");
+    eventually(
+        "the standby to take the released Lease",
+        Duration::from_secs(10),
+        || async { holder(&leases).await.filter(|h| *h != first) },
+    )
+    .await;
+    let handover = stopped_at.elapsed();
+    eprintln!(
+        "graceful shutdown: exit after {} ms, handover after {} ms",
+        exited.as_millis(),
+        handover.as_millis()
+    );
+    // A released Lease is taken at the standby's next try, well before it would have expired.
+    assert!(handover < LEASE_DURATION, "handover took {handover:?}");
+}
