@@ -203,9 +203,21 @@ pub async fn run_while_leader<W, Fut>(
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "trying the leader Lease"),
             }
+            // Try again after the retry period, or the moment the holder's Lease expires if
+            // that comes first: a dead leader is replaced within one lease duration of its last
+            // renewal being seen, not one retry period later.
+            let pause = elector
+                .seen
+                .as_ref()
+                .map(|s| (s.at + cfg.lease_duration).saturating_duration_since(Instant::now()))
+                .map_or(cfg.retry_period, |until_expiry| {
+                    until_expiry.min(cfg.retry_period)
+                })
+                // Never a busy loop against the API server.
+                .max(Duration::from_millis(50));
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = tokio::time::sleep(cfg.retry_period) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
         let mut renewed = Instant::now();
