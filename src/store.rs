@@ -275,3 +275,132 @@ pub fn read_jwks(document: Option<&String>) -> Vec<PublicJwk> {
         .map(|j| j.keys)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::keys::{Algorithm, generate};
+    use crate::lifecycle::{KeyRecord, MANIFEST_VERSION};
+
+    fn record(key: &KeyMaterial, state: KeyState) -> KeyRecord {
+        let t = Timestamp::from_second(1_800_000_000).unwrap();
+        KeyRecord {
+            kid: key.kid().to_string(),
+            alg: key.alg(),
+            rsa_bits: key.rsa_size().map(|s| s.bits() as u32),
+            state,
+            created_at: t,
+            published_at: Some(t),
+            activated_at: (state != KeyState::Pending).then_some(t),
+            retired_at: (state == KeyState::Retired).then_some(t),
+            expires_at: None,
+            public_jwk: key.public_jwk().cloned(),
+        }
+    }
+
+    /// A manifest with an active, a pending and a retired key of `alg`, and their material.
+    fn three_keys(alg: Algorithm) -> (Manifest, Materials, [String; 3]) {
+        let keys = [
+            generate(alg, None).unwrap(),
+            generate(alg, None).unwrap(),
+            generate(alg, None).unwrap(),
+        ];
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            keys: vec![
+                record(&keys[0], KeyState::Retired),
+                record(&keys[1], KeyState::Active),
+                record(&keys[2], KeyState::Pending),
+            ],
+            rotation_request: None,
+            forced_rotation_at: None,
+        };
+        let mut materials = Materials::default();
+        for k in &keys {
+            materials.insert(k.kid().to_string(), StoredKey::from(k));
+        }
+        materials.retain_needed(&manifest);
+        let kids = keys.map(|k| k.kid().to_string());
+        (manifest, materials, kids)
+    }
+
+    #[test]
+    fn the_secret_layout_round_trips_for_every_algorithm() {
+        for alg in Algorithm::ALL {
+            let (manifest, materials, [retired, active, pending]) = three_keys(alg);
+            let data = render_secret(&manifest, &materials).unwrap();
+            assert!(
+                data.keys().all(|k| is_layout_key(k)),
+                "{alg}: every key written is a layout key"
+            );
+            assert_eq!(data[KID].0, active.as_bytes());
+            assert_eq!(data["pending.kid"].0, pending.as_bytes());
+            let back = read_secret(&data).unwrap();
+            assert_eq!(back.manifest, manifest, "{alg}");
+            let mut expected = BTreeSet::from([active.clone(), pending.clone()]);
+            if alg.is_symmetric() {
+                // Verifiers sharing the Secret still need the retired key.
+                expected.insert(retired.clone());
+                assert_eq!(back.hmac_published, expected);
+                assert!(data.contains_key(SECRET) && data.contains_key("pending.secret"));
+                assert!(!data.contains_key(JWKS), "{alg}: no public JWKS");
+            } else {
+                assert!(back.hmac_published.is_empty());
+                for key in [
+                    PRIVATE_PEM,
+                    PUBLIC_PEM,
+                    JWKS,
+                    "pending.private.pem",
+                    "pending.public.pem",
+                ] {
+                    assert!(data.contains_key(key), "{alg}: {key}");
+                }
+                let jwks: Jwks = serde_json::from_slice(&data[JWKS].0).unwrap();
+                let published: Vec<_> = jwks.keys.iter().map(|k| k.kid.clone()).collect();
+                assert_eq!(
+                    published,
+                    vec![retired.clone(), active.clone(), pending.clone()]
+                );
+            }
+            assert_eq!(
+                back.materials.kids(),
+                expected,
+                "{alg}: material kept for exactly these keys"
+            );
+            // Rendering what was read gives the same bytes: a steady state writes nothing.
+            assert_eq!(
+                render_secret(&back.manifest, &back.materials).unwrap(),
+                data,
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn manifest_and_public_documents_hold_no_private_member() {
+        for alg in Algorithm::ALL {
+            let (manifest, materials, _) = three_keys(alg);
+            let data = render_secret(&manifest, &materials).unwrap();
+            for key in [MANIFEST, JWKS] {
+                if let Some(doc) = data.get(key) {
+                    let text = String::from_utf8(doc.0.clone()).unwrap();
+                    for member in ["\"d\"", "\"k\"", "\"p\"", "\"q\"", "PRIVATE KEY"] {
+                        assert!(!text.contains(member), "{alg}: {key} contains {member}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreadable_manifest_is_an_error_not_an_empty_set() {
+        let mut data = BTreeMap::new();
+        assert!(matches!(read_secret(&data), Err(StoreError::NoManifest)));
+        data.insert(MANIFEST.to_string(), ByteString(b"{not json".to_vec()));
+        assert!(matches!(read_secret(&data), Err(StoreError::Manifest(_))));
+    }
+}
