@@ -74,6 +74,8 @@ pub struct LeaseConfig {
 struct Seen {
     record: (Option<String>, Option<Timestamp>),
     at: Instant,
+    /// The holder's own lease duration: a holder configured longer than us is waited out.
+    holder_duration: Duration,
 }
 
 struct Elector {
@@ -114,11 +116,17 @@ impl Elector {
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let record = (holder.clone(), spec.renew_time.as_ref().map(|t| t.0));
+        let holder_duration = spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(self.cfg.lease_duration, Duration::from_secs)
+            .max(self.cfg.lease_duration);
         let changed = self.seen.as_ref().is_none_or(|s| s.record != record);
         if changed {
             self.seen = Some(Seen {
                 record,
                 at: Instant::now(),
+                holder_duration,
             });
         }
         let mine = holder.as_deref() == Some(me.as_str());
@@ -126,7 +134,7 @@ impl Elector {
             || self
                 .seen
                 .as_ref()
-                .is_some_and(|s| s.at.elapsed() >= self.cfg.lease_duration);
+                .is_some_and(|s| s.at.elapsed() >= s.holder_duration);
         if !mine && !expired {
             return Ok(false);
         }
@@ -145,6 +153,14 @@ impl Elector {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// `try_acquire`, bounded: a hung request must not hold up renewals or shutdown.
+    async fn attempt(&mut self) -> Result<bool, String> {
+        match tokio::time::timeout(self.cfg.renew_deadline, self.try_acquire()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.cfg.renew_deadline)),
         }
     }
 
@@ -197,9 +213,12 @@ pub async fn run_while_leader<W, Fut>(
     info!(lease = %cfg.name, namespace = %cfg.namespace, identity = %cfg.identity, "standing by for the leader Lease");
     loop {
         // Standby.
-        loop {
-            match elector.try_acquire().await {
-                Ok(true) => break,
+        let acquired_at = loop {
+            // The fence is measured from when the request left, not when the answer came: the
+            // server may have committed it (and a standby seen it) long before a slow reply.
+            let sent = Instant::now();
+            match elector.attempt().await {
+                Ok(true) => break sent,
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "trying the leader Lease"),
             }
@@ -209,7 +228,7 @@ pub async fn run_while_leader<W, Fut>(
             let pause = elector
                 .seen
                 .as_ref()
-                .map(|s| (s.at + cfg.lease_duration).saturating_duration_since(Instant::now()))
+                .map(|s| (s.at + s.holder_duration).saturating_duration_since(Instant::now()))
                 .map_or(cfg.retry_period, |until_expiry| {
                     until_expiry.min(cfg.retry_period)
                 })
@@ -219,8 +238,8 @@ pub async fn run_while_leader<W, Fut>(
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(pause) => {}
             }
-        }
-        let mut renewed = Instant::now();
+        };
+        let mut renewed = acquired_at;
         fence.open_until(renewed + cfg.renew_deadline);
         metrics.set_leader(true);
         info!(lease = %cfg.name, "acquired the leader Lease: reconciling");
@@ -232,9 +251,10 @@ pub async fn run_while_leader<W, Fut>(
                 _ = &mut task => break Stop::WorkEnded,
                 _ = tokio::time::sleep(cfg.retry_period) => {}
             }
-            match elector.try_acquire().await {
+            let sent = Instant::now();
+            match elector.attempt().await {
                 Ok(true) => {
-                    renewed = Instant::now();
+                    renewed = sent;
                     fence.open_until(renewed + cfg.renew_deadline);
                 }
                 Ok(false)

@@ -76,12 +76,13 @@ async fn shutdown_signal() {
     info!("shutdown requested");
 }
 
+/// A command-line duration; lease timings above an hour are refused as mistakes.
 fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
-    let parsed: kube::core::Duration = value.parse().map_err(|e| format!("{value:?}: {e}"))?;
-    if parsed.is_negative() {
-        return Err(format!("{value:?} is negative"));
+    let parsed = jwt_key_rotator::api::parse_duration(value)?;
+    if parsed > std::time::Duration::from_secs(3600) {
+        return Err(format!("{value:?} is longer than an hour"));
     }
-    Ok(parsed.into())
+    Ok(parsed)
 }
 
 fn init_logging(format: LogFormat) {

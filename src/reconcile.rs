@@ -3,8 +3,11 @@
 //! Events), and requeue at the planner's wake-up. It knows Kubernetes; it knows no rotation rule.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -58,6 +61,8 @@ pub enum Error {
     NoNamespace,
     #[error(transparent)]
     NotLeader(#[from] NotLeader),
+    #[error("reconciling panicked (a bug); will retry")]
+    Panicked,
 }
 
 /// Why a set is not Ready, as the condition's reason.
@@ -66,6 +71,8 @@ enum Blocked {
     SecretConflict(String),
     ConfigMapConflict(String),
     SecretUnreadable(String),
+    /// A write or read the API server refused, or another failure; retried with back-off.
+    Failing(String),
 }
 
 impl Blocked {
@@ -75,6 +82,7 @@ impl Blocked {
             Blocked::SecretConflict(_) => "SecretConflict",
             Blocked::ConfigMapConflict(_) => "ConfigMapConflict",
             Blocked::SecretUnreadable(_) => "SecretUnreadable",
+            Blocked::Failing(_) => "ReconcileError",
         }
     }
     fn message(&self) -> String {
@@ -88,6 +96,7 @@ impl Blocked {
                 "ConfigMap {name} exists and is not managed by this JwtKeySet; it is left untouched. \
                  Delete or rename it, or set spec.jwks.configMapName to another name"
             ),
+            Blocked::Failing(e) => format!("reconciling failed and is retried: {e}"),
             Blocked::SecretUnreadable(e) => format!(
                 "the Secret's key record cannot be read, so nothing is rotated or rewritten: {e}. \
                  Restore it from a backup, or delete the Secret to start over with a fresh key"
@@ -97,24 +106,71 @@ impl Blocked {
 }
 
 pub async fn reconcile(set: Arc<JwtKeySet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // A panic in one set's reconcile must not take the controller (and every other set's
+    // rotations) down with it: it becomes an error, retried with back-off.
+    let result = AssertUnwindSafe(reconcile_set(&set, &ctx))
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(Error::Panicked));
+    if let Err(e) = &result
+        && !matches!(
+            e,
+            Error::Conflict(_) | Error::NotLeader(_) | Error::NoNamespace
+        )
+        && let Some(ns) = set.namespace()
+    {
+        // Say so where people look: a failing write must not leave Ready=True standing.
+        let sets: Api<JwtKeySet> = Api::namespaced(ctx.client.clone(), &ns);
+        let _ = report_blocked(&set, &sets, &ctx, Blocked::Failing(e.to_string())).await;
+    }
+    result
+}
+
+async fn reconcile_set(set: &JwtKeySet, ctx: &Context) -> Result<Action, Error> {
     let ns = set.namespace().ok_or(Error::NoNamespace)?;
     ctx.fence.check()?;
     let sets: Api<JwtKeySet> = Api::namespaced(ctx.client.clone(), &ns);
     if set.meta().deletion_timestamp.is_some() {
-        return release_on_delete(&set, &sets, &ctx).await;
+        return release_on_delete(set, &sets, ctx).await;
     }
+    // Before validation: a set switched to Retain in the same edit as a bad field keeps its keys.
+    manage_finalizer(&ctx.fence, set, &sets, set.spec.deletion_policy).await?;
     let valid = match set.validate() {
         Ok(valid) => valid,
-        Err(e) => return report_blocked(&set, &sets, &ctx, Blocked::InvalidSpec(e)).await,
+        Err(e) => return report_blocked(set, &sets, ctx, Blocked::InvalidSpec(e)).await,
     };
-    manage_finalizer(&ctx.fence, &set, &sets, valid.deletion_policy).await?;
+    if let Some(refused) = renamed(set, &valid) {
+        return report_blocked(set, &sets, ctx, Blocked::InvalidSpec(refused)).await;
+    }
     for _ in 0..CONFLICT_RETRIES {
-        match sync(&set, &sets, &valid, &ctx, &ns).await {
+        match sync(set, &sets, &valid, ctx, &ns).await {
             Err(Error::Conflict(_)) => debug!("write conflict; re-reading"),
             other => return other,
         }
     }
     Err(Error::Conflict(CONFLICT_RETRIES))
+}
+
+/// Moving the Secret or the JWKS ConfigMap to another name would orphan the keys workloads
+/// mount (and start a new key without publishLead): refused once the set has written them.
+fn renamed(set: &JwtKeySet, valid: &ValidSpec) -> Option<InvalidSpec> {
+    let status = set.status.as_ref()?;
+    let moved = |field: &str, old: &Option<String>, new: &str| {
+        old.as_deref().filter(|old| *old != new).map(|old| InvalidSpec {
+            field: field.to_string(),
+            problem: format!(
+                "cannot change from {old:?} to {new:?}: workloads mount {old:?}, and its keys would be \
+                 orphaned. Set it back, or delete and re-create the JwtKeySet"
+            ),
+        })
+    };
+    moved("spec.secretName", &status.secret_name, &valid.secret_name).or_else(|| {
+        moved(
+            "spec.jwks.configMapName",
+            &status.config_map_name,
+            &valid.config_map_name,
+        )
+    })
 }
 
 pub fn error_policy(set: Arc<JwtKeySet>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -134,6 +190,14 @@ fn owned_by(meta: &ObjectMeta, set: &JwtKeySet) -> bool {
         .iter()
         .flatten()
         .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
+}
+
+/// Drops this set's owner reference only; other owners' references stay.
+fn release(meta: &mut ObjectMeta, set: &JwtKeySet) {
+    let uid = set.meta().uid.clone().unwrap_or_default();
+    if let Some(refs) = meta.owner_references.as_mut() {
+        refs.retain(|r| r.uid != uid);
+    }
 }
 
 fn owner_reference(set: &JwtKeySet) -> Option<OwnerReference> {
@@ -370,12 +434,13 @@ async fn sync(
             let existed = secret.is_some();
             secret = Some(create_or_replace(&ctx.fence, &secrets, existed, &desired).await?);
         }
-        hmac_published = manifest
-            .keys
-            .iter()
-            .filter(|k| k.alg.is_symmetric())
-            .map(|k| k.kid.clone())
-            .collect();
+        // What verifiers sharing the Secret now see: its verification set, as written.
+        hmac_published = secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|data| store::read_secret(data).ok())
+            .map(|stored| stored.hmac_published)
+            .unwrap_or_default();
         // 2: then the JWKS verifiers read.
         if map.is_some() || manifest.keys.iter().any(|k| !k.alg.is_symmetric()) {
             let jwks = store::render_jwks(&manifest);
@@ -419,7 +484,7 @@ async fn sync(
         announce(ctx, set, t).await;
     }
     let ready = ready_condition(set, &plan, policy.algorithm.as_str());
-    let status = status_for(set, &plan.manifest, plan.next_rotation_at, ready);
+    let status = status_for(set, valid, &plan.manifest, plan.next_rotation_at, ready);
     write_status(&ctx.fence, set, sets, status).await?;
     let name = set.name_any();
     ctx.metrics.reconciled(
@@ -491,6 +556,7 @@ fn condition(set: &JwtKeySet, status: &str, reason: &str, message: String) -> Co
 
 fn status_for(
     set: &JwtKeySet,
+    valid: &ValidSpec,
     manifest: &Manifest,
     next_rotation: Option<Timestamp>,
     ready: Condition,
@@ -501,6 +567,8 @@ fn status_for(
         active_kid: manifest.active().map(|k| k.kid.clone()),
         next_rotation_time: next_rotation.map(whole_seconds),
         key_count: Some(manifest.keys.len() as i32),
+        secret_name: Some(valid.secret_name.clone()),
+        config_map_name: Some(valid.config_map_name.clone()),
         keys: manifest
             .keys
             .iter()
@@ -710,14 +778,14 @@ async fn release_on_delete(
     if let Some(mut s) = secrets.get_opt(&secret_name).await?
         && owned_by(&s.metadata, set)
     {
-        s.metadata.owner_references = None;
+        release(&mut s.metadata, set);
         create_or_replace(&ctx.fence, &secrets, true, &s).await?;
     }
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(mut m) = maps.get_opt(&config_map_name).await?
         && owned_by(&m.metadata, set)
     {
-        m.metadata.owner_references = None;
+        release(&mut m.metadata, set);
         create_or_replace(&ctx.fence, &maps, true, &m).await?;
     }
     info!(set = %set.name_any(), "deletionPolicy Retain: Secret and ConfigMap released");

@@ -653,3 +653,68 @@ async fn a_conflicting_writer_never_loses_a_key_or_crashes_the_operator() {
         "the other writer's label survived"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_the_secret_to_another_name_is_refused_and_nothing_is_orphaned() {
+    let f = Fixture::new("rename").await;
+    f.apply("web", json!({"algorithm": "ES256"})).await;
+    let ready = f.ready("web").await;
+    let kid = ready.status.unwrap().active_kid;
+    f.apply(
+        "web",
+        json!({"algorithm": "ES256", "secretName": "elsewhere"}),
+    )
+    .await;
+    let set = f.wait_condition("web", "False", "InvalidSpec").await;
+    let message = &set.status.as_ref().unwrap().conditions[0].message;
+    assert!(
+        message.contains("spec.secretName") && message.contains("web-signing-keys"),
+        "{message}"
+    );
+    assert!(
+        f.secrets.get_opt("elsewhere").await.unwrap().is_none(),
+        "no second Secret"
+    );
+    assert_eq!(
+        set.status.unwrap().active_kid,
+        kid,
+        "the key workloads mount is untouched"
+    );
+    f.apply("web", json!({"algorithm": "ES256"})).await;
+    assert_eq!(f.ready("web").await.status.unwrap().active_kid, kid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_the_api_server_refuses_turns_ready_false_with_the_reason() {
+    let mut f = Fixture::new("refused").await;
+    f.apply(
+        "web",
+        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "2s", "propagationDelay": "1s"}),
+    )
+    .await;
+    f.ready("web").await;
+    // Someone marks the Secret immutable: the next write (a requested rotation) must fail.
+    let patch = json!({"immutable": true});
+    f.secrets
+        .patch(
+            "web-signing-keys",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let rotate = json!({"metadata": {"annotations": {"jwt.keyrotator.dev/rotate": "now"}}});
+    f.sets
+        .patch("web", &PatchParams::default(), &Patch::Merge(&rotate))
+        .await
+        .unwrap();
+    let set = f.wait_condition("web", "False", "ReconcileError").await;
+    let message = &set.status.unwrap().conditions[0].message;
+    assert!(
+        message.contains("immutable")
+            || message.contains("Forbidden")
+            || message.contains("Invalid"),
+        "{message}"
+    );
+    assert!(f.operator.is_running());
+}

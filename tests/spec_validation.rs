@@ -125,6 +125,15 @@ fn refuses_malformed_values_the_schema_also_refuses() {
 }
 
 #[test]
+fn a_name_too_long_to_label_the_secret_is_refused() {
+    let mut object = set(json!({}));
+    object.metadata.name = Some("n".repeat(64));
+    assert_eq!(object.validate().unwrap_err().field, "metadata.name");
+    object.metadata.name = Some("n".repeat(63));
+    assert!(object.validate().is_ok());
+}
+
+#[test]
 fn defaults_derive_names_from_the_set() {
     let valid = set(json!({})).validate().unwrap();
     assert_eq!(valid.secret_name, "web-signing-keys");

@@ -10,7 +10,8 @@ use super::status::JwtKeySetStatus;
 pub const ROTATE_ANNOTATION: &str = "jwt.keyrotator.dev/rotate";
 
 /// Go duration strings as `kubectl` and metav1.Duration know them: "90s", "1h30m", "720h".
-pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// At most 9 digits per number: larger numbers overflow duration arithmetic.
+pub(crate) const DURATION_PATTERN: &str = r"^([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h))+$";
 /// A DNS subdomain name (RFC 1123), as Secret and ConfigMap names must be.
 pub(crate) const DNS_SUBDOMAIN_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";

@@ -21,6 +21,12 @@ pub struct JwtKeySetStatus {
     /// How many keys are held (pending, active and retired).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_count: Option<i32>,
+    /// The Secret holding the keys; spec.secretName cannot move once it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// The ConfigMap publishing the JWKS; spec.jwks.configMapName cannot move once it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_name: Option<String>,
     /// Every key still held, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyStatus>,

@@ -39,17 +39,35 @@ pub struct ValidSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-fn duration(field: &str, value: &str, min: SignedDuration) -> Result<SignedDuration, InvalidSpec> {
+/// Parses a Go duration ("90s", "1h30m"), refusing values the parser would overflow on.
+///
+/// kube's parser panics on numbers too large for its float arithmetic; every run of digits is
+/// therefore capped at 9 (the schema's pattern says the same), which bounds any value to a few
+/// hundred thousand years: far inside what the arithmetic handles.
+pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    let longest_number = value
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    if longest_number > MAX_DIGITS || value.len() > 64 {
+        return Err(format!("{value:?} is too long"));
+    }
     let parsed = kube::core::Duration::from_str(value).map_err(|e| {
-        invalid(
-            field,
-            format!("{value:?} is not a duration like \"90s\", \"1h30m\" or \"720h\" ({e})"),
-        )
+        format!("{value:?} is not a duration like \"90s\", \"1h30m\" or \"720h\" ({e})")
     })?;
     if parsed.is_negative() {
-        return Err(invalid(field, format!("{value:?} is negative")));
+        return Err(format!("{value:?} is negative"));
     }
-    let d = SignedDuration::try_from(std::time::Duration::from(parsed))
+    Ok(parsed.into())
+}
+
+/// The most digits in one number of a duration (see `parse_duration`).
+const MAX_DIGITS: usize = 9;
+
+fn duration(field: &str, value: &str, min: SignedDuration) -> Result<SignedDuration, InvalidSpec> {
+    let parsed = parse_duration(value).map_err(|problem| invalid(field, problem))?;
+    let d = SignedDuration::try_from(parsed)
         .map_err(|_| invalid(field, format!("{value:?} is too long")))?;
     if d < min {
         return Err(invalid(
@@ -174,6 +192,15 @@ impl JwtKeySet {
             revoked_kids.insert(kid.clone());
         }
 
+        let name = self.name_any();
+        if name.len() > 63 {
+            return Err(invalid(
+                "metadata.name",
+                format!(
+                    "{name:?} is longer than 63 characters: it labels the Secret and ConfigMap, and label values are at most 63"
+                ),
+            ));
+        }
         let (secret_name, config_map_name) = self.object_names();
         dns_subdomain("spec.secretName", &secret_name)?;
         dns_subdomain("spec.jwks.configMapName", &config_map_name)?;
