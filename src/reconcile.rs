@@ -345,19 +345,10 @@ async fn sync(
         .await;
     }
     let mut map = maps.get_opt(&valid.config_map_name).await?;
-    if map.as_ref().is_some_and(|m| !owned_by(&m.metadata, set)) {
-        if policy.algorithm.is_symmetric() {
-            // A symmetric set publishes nothing: another owner's ConfigMap is none of its business.
-            map = None;
-        } else {
-            return report_blocked(
-                set,
-                sets,
-                ctx,
-                Blocked::ConfigMapConflict(valid.config_map_name.clone()),
-            )
-            .await;
-        }
+    // Someone else's ConfigMap is never read as ours, nor written.
+    let foreign_map = map.as_ref().is_some_and(|m| !owned_by(&m.metadata, set));
+    if foreign_map {
+        map = None;
     }
     let published_doc = |map: &Option<ConfigMap>| {
         store::read_jwks(
@@ -388,6 +379,20 @@ async fn sync(
             (manifest, Materials::default(), BTreeSet::new(), had_keys)
         }
     };
+
+    // A symmetric set publishes nothing, so another owner's ConfigMap of that name is none of
+    // its business; unless public keys (from before an algorithm change) still need publishing.
+    if foreign_map
+        && (!policy.algorithm.is_symmetric() || manifest.keys.iter().any(|k| !k.alg.is_symmetric()))
+    {
+        return report_blocked(
+            set,
+            sets,
+            ctx,
+            Blocked::ConfigMapConflict(valid.config_map_name.clone()),
+        )
+        .await;
+    }
 
     let mut transitions = Vec::new();
     let mut round = 0;

@@ -110,6 +110,27 @@ fn text(
     }
 }
 
+#[derive(Deserialize)]
+struct Kty {
+    kty: String,
+}
+
+/// The raw bytes of an `oct` JWK: the `secret` file is derived from it, so it can always be
+/// rewritten from the verification set.
+fn oct_secret(jwk: &str) -> Option<Zeroizing<Vec<u8>>> {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    // Borrowed: no copy of the encoded secret is made.
+    #[derive(Deserialize)]
+    struct Oct<'a> {
+        #[serde(borrow)]
+        k: &'a str,
+    }
+    let oct: Oct = serde_json::from_str(jwk).ok()?;
+    Base64UrlUnpadded::decode_vec(oct.k)
+        .ok()
+        .map(Zeroizing::new)
+}
+
 /// One `oct` key inside `verify.jwks.json`; only `kid` is read, the rest is kept verbatim.
 #[derive(Deserialize)]
 struct OctKid {
@@ -150,10 +171,10 @@ pub fn read_secret(data: &BTreeMap<String, ByteString>) -> Result<StoredSecret, 
         for (kid, jwk) in jwks_members(&verify).ok_or(StoreError::VerifyJwks)? {
             hmac_published.insert(kid.clone());
             let stored = StoredKey {
+                secret: oct_secret(&jwk),
                 private_jwk: jwk,
                 private_pem: None,
                 public_pem: None,
-                secret: None,
             };
             materials.insert(kid, stored);
         }
@@ -183,13 +204,27 @@ pub fn read_secret(data: &BTreeMap<String, ByteString>) -> Result<StoredSecret, 
         let Some(private_jwk) = get(PRIVATE_JWK)? else {
             continue;
         };
+        let symmetric = serde_json::from_str::<Kty>(&private_jwk).is_ok_and(|k| k.kty == "oct");
         let stored = StoredKey {
-            private_jwk,
+            secret: if symmetric {
+                oct_secret(&private_jwk)
+            } else {
+                None
+            },
             private_pem: get(PRIVATE_PEM)?,
             public_pem: get(PUBLIC_PEM)?.map(|p| p.to_string()),
-            secret: data.get(&key(SECRET)).map(|b| Zeroizing::new(b.0.clone())),
+            private_jwk,
         };
-        materials.insert(kid, stored);
+        // Signers mount these files: a key missing one of them cannot sign, and counts as lost
+        // (the planner then retires it and a complete key signs at once).
+        let complete = if symmetric {
+            stored.secret.is_some()
+        } else {
+            stored.private_pem.is_some() && stored.public_pem.is_some()
+        };
+        if complete {
+            materials.insert(kid, stored);
+        }
     }
     Ok(StoredSecret {
         manifest,
@@ -394,6 +429,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_key_missing_a_file_signers_mount_counts_as_without_material() {
+        let (manifest, materials, [_, active, _]) = three_keys(Algorithm::ES256);
+        let mut data = render_secret(&manifest, &materials).unwrap();
+        data.remove(PRIVATE_PEM);
+        assert!(
+            !read_secret(&data)
+                .unwrap()
+                .materials
+                .kids()
+                .contains(&active)
+        );
+    }
+
+    #[test]
+    fn a_deleted_hmac_secret_file_is_rewritten_from_its_jwk() {
+        let (manifest, materials, _) = three_keys(Algorithm::HS256);
+        let full = render_secret(&manifest, &materials).unwrap();
+        let mut data = full.clone();
+        data.remove(SECRET);
+        let back = read_secret(&data).unwrap();
+        assert_eq!(
+            render_secret(&back.manifest, &back.materials).unwrap(),
+            full
+        );
     }
 
     #[test]

@@ -718,3 +718,84 @@ async fn a_write_the_api_server_refuses_turns_ready_false_with_the_reason() {
     );
     assert!(f.operator.is_running());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_map_it_does_not_own_blocks_a_public_set_and_is_ignored_by_a_symmetric_one() {
+    let f = Fixture::new("foreign-cm").await;
+    for name in ["pub-jwks", "sym-jwks"] {
+        let foreign = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(
+                "jwks.json".to_string(),
+                "{\"keys\":[]}".to_string(),
+            )])),
+            ..ConfigMap::default()
+        };
+        f.maps
+            .create(&PostParams::default(), &foreign)
+            .await
+            .unwrap();
+    }
+    f.apply("pub", json!({"algorithm": "ES256"})).await;
+    f.apply("sym", json!({"algorithm": "HS256"})).await;
+    f.wait_condition("pub", "False", "ConfigMapConflict").await;
+    f.ready("sym").await;
+    for name in ["pub-jwks", "sym-jwks"] {
+        let map = f.maps.get(name).await.unwrap();
+        assert!(map.owner_references().is_empty(), "{name} adopted");
+        assert_eq!(
+            map.data.unwrap()["jwks.json"],
+            "{\"keys\":[]}",
+            "{name} overwritten"
+        );
+    }
+    assert!(
+        f.secrets
+            .get_opt("pub-signing-keys")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing written for the blocked set"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_key_file_deleted_from_the_secret_is_replaced_by_a_new_key_at_once() {
+    let f = Fixture::new("lost").await;
+    f.apply("web", json!({"algorithm": "ES256", "tokenTTL": "1h"}))
+        .await;
+    f.ready("web").await;
+    let first = text(&f.secret_data("web").await, "kid");
+    let patch = json!([{"op": "remove", "path": "/data/private.pem"}]);
+    f.secrets
+        .patch(
+            "web-signing-keys",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(patch).unwrap()),
+        )
+        .await
+        .unwrap();
+    let second = eventually("a complete new active key", READY_DEADLINE, || async {
+        let data = f.secret_data("web").await;
+        let kid = String::from_utf8(data.get("kid")?.0.clone()).ok()?;
+        (kid != first && data.contains_key("private.pem")).then_some(kid)
+    })
+    .await;
+    let manifest = f.manifest("web").await;
+    assert_eq!(
+        manifest.get(&first).unwrap().state,
+        KeyState::Retired,
+        "its public part stays published"
+    );
+    assert!(f.jwks_kids("web").await.contains(&first));
+    assert!(f.jwks_kids("web").await.contains(&second));
+    eventually(
+        "a KeyMaterialLost Event",
+        Duration::from_secs(10),
+        || async { (!f.events("KeyMaterialLost").await.is_empty()).then_some(()) },
+    )
+    .await;
+}
