@@ -278,11 +278,11 @@ pub async fn run_while_leader<W, Fut>(
         metrics.retain(|_| false);
         match stop {
             Stop::Shutdown => {
-                // The work watches the same shutdown signal; give it a moment to finish in-flight
-                // reconciles (it cannot write any more: the fence is closed), then release.
-                let _ = tokio::time::timeout(Duration::from_secs(5), &mut task).await;
-                task.abort();
+                // The fence is closed, so the work cannot write any more: hand the Lease over at
+                // once, then give the work a moment to wind down (writes are crash-safe anyway).
                 elector.release().await;
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await;
+                task.abort();
                 return;
             }
             Stop::WorkEnded => {
@@ -297,6 +297,9 @@ pub async fn run_while_leader<W, Fut>(
         }
     }
 }
+
+/// How long a stopping replica waits for in-flight reconciles before it exits.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 enum Stop {
     Shutdown,

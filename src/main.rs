@@ -141,7 +141,14 @@ fn main() -> anyhow::Result<()> {
                 if !leader_election {
                     metrics.set_leader(true);
                     let fence = Arc::new(Fence::default());
-                    controller::run(client, namespaces, clock, fence, metrics, shutdown).await;
+                    let stopping = shutdown.clone();
+                    tokio::select! {
+                        _ = controller::run(client, namespaces, clock, fence, metrics, shutdown) => {}
+                        // Never hang on the way out: writes are crash-safe, so a bounded grace is enough.
+                        _ = async { stopping.await; tokio::time::sleep(leader::SHUTDOWN_GRACE).await } => {
+                            tracing::warn!("in-flight work did not finish within the shutdown grace; exiting");
+                        }
+                    }
                     return anyhow::Ok(());
                 }
                 let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
