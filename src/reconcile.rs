@@ -488,7 +488,7 @@ async fn sync(
     for t in &transitions {
         announce(ctx, set, t).await;
     }
-    let ready = ready_condition(set, &plan, policy.algorithm.as_str());
+    let ready = ready_condition(set, &plan, policy.algorithm.as_str(), now);
     let status = status_for(set, valid, &plan.manifest, plan.next_rotation_at, ready);
     write_status(&ctx.fence, set, sets, status).await?;
     let name = set.name_any();
@@ -520,7 +520,7 @@ fn whole_seconds(t: Timestamp) -> Time {
     Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
 }
 
-fn ready_condition(set: &JwtKeySet, plan: &Plan, alg: &str) -> Condition {
+fn ready_condition(set: &JwtKeySet, plan: &Plan, alg: &str, now: Timestamp) -> Condition {
     let active = plan
         .manifest
         .active()
@@ -536,10 +536,17 @@ fn ready_condition(set: &JwtKeySet, plan: &Plan, alg: &str) -> Condition {
         "True",
         "KeysReady",
         format!("{alg} key {active} signs; {published} key(s) held and published{next}"),
+        now,
     )
 }
 
-fn condition(set: &JwtKeySet, status: &str, reason: &str, message: String) -> Condition {
+fn condition(
+    set: &JwtKeySet,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> Condition {
     let previous = set
         .status
         .as_ref()
@@ -547,7 +554,7 @@ fn condition(set: &JwtKeySet, status: &str, reason: &str, message: String) -> Co
     // Kubernetes convention: lastTransitionTime moves only when status changes.
     let last_transition_time = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => whole_seconds(Timestamp::now()),
+        _ => whole_seconds(now),
     };
     Condition {
         type_: "Ready".into(),
@@ -626,7 +633,7 @@ async fn report_blocked(
     let reason = blocked.reason();
     let message = blocked.message();
     let mut status = set.status.clone().unwrap_or_default();
-    let ready = condition(set, "False", reason, message.clone());
+    let ready = condition(set, "False", reason, message.clone(), (ctx.clock)());
     let unchanged = status.conditions.iter().any(|c| {
         c.type_ == "Ready" && c.status == "False" && c.reason == reason && c.message == message
     });

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub struct JwtKeySetStatus {
     /// `Ready` tells whether the Secret and JWKS are in place and current, and if not, why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
