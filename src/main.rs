@@ -59,21 +59,20 @@ enum LogFormat {
     Json,
 }
 
-/// Completes on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C). The handlers are
+/// installed here, at once: a signal that arrives before anyone awaits this is not lost (nor
+/// does it kill the process with the default action).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-    info!("shutdown requested");
+        info!("shutdown requested");
+    })
 }
 
 /// A command-line duration; lease timings above an hour are refused as mistakes.
@@ -125,7 +124,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let shutdown = shutdown_signal().boxed().shared();
+                let shutdown = shutdown_signal()?.boxed().shared();
                 let metrics = Arc::new(Metrics::new());
                 let ready = Arc::new(AtomicBool::new(false));
                 let endpoints = http::Endpoints {

@@ -158,7 +158,7 @@ async fn two_replicas_rotate_once_per_due_time_and_the_standby_takes_over_when_t
         handover.as_millis()
     );
     assert!(
-        handover <= LEASE_DURATION + RETRY + Duration::from_millis(1500),
+        handover <= LEASE_DURATION + RETRY + Duration::from_secs(3),
         "handover took {handover:?}"
     );
     assert_eq!(which(&replicas, &new_holder), Some(1 - leader));
@@ -173,36 +173,42 @@ async fn two_replicas_rotate_once_per_due_time_and_the_standby_takes_over_when_t
     // Exactly one key per due time: every key ever seen was created once and activated (or is
     // the current pending one); two leaders would have minted and discarded extras.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let created = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("KeyCreated"))
-        .map(|e| e.series.map_or(1, |s| s.count))
-        .sum::<i32>();
-    let pending_now = checker.kids_seen.len() - checker.actives.len();
+    let count = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.unwrap().items;
+            list.into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .map(|e| e.series.map_or(1, |s| s.count) as usize)
+                .sum::<usize>()
+        }
+    };
+    // Events trail the Secret writes by a moment: compare once both have settled.
+    let settle = Instant::now();
+    let (created, seen) = loop {
+        checker.sample().await;
+        let (created, seen) = (count("KeyCreated").await, checker.kids_seen.len());
+        if created == seen || settle.elapsed() > Duration::from_secs(10) {
+            break (created, seen);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let pending_now = seen - checker.actives.len();
     assert!(
         pending_now <= 1,
-        "more keys than activations: {} seen, {} activated",
-        checker.kids_seen.len(),
+        "more keys than activations: {seen} seen, {} activated",
         checker.actives.len()
     );
-    assert_eq!(
-        created as usize,
-        checker.kids_seen.len(),
-        "KeyCreated Events equal the keys seen"
+    assert!(
+        created <= seen,
+        "{created} keys created but {seen} ever held: a second writer minted keys"
     );
-    let discarded = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("KeyDiscarded"))
-        .count();
-    assert_eq!(discarded, 0);
+    // The SIGKILL may land between a key's Secret write and its Event: at most one goes missing.
+    assert!(
+        created + 1 >= seen,
+        "KeyCreated Events {created} vs keys seen {seen}"
+    );
+    assert_eq!(count("KeyDiscarded").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -320,6 +320,24 @@ fn start_as_deployed(
     (Operator::start_with(args, env), port, pod_name)
 }
 
+/// Waits until the API server enforces the freshly installed RBAC for the ServiceAccount (its
+/// authorizer caches RoleBindings): the operator's first request must not race it, since any
+/// refusal in the operator's log fails the test.
+async fn wait_rbac_effective(as_operator: &Client, watched: &str, lease_ns: &str, lease: &str) {
+    eventually(
+        "the chart's RBAC to take effect",
+        Duration::from_secs(30),
+        || async {
+            let sets: Api<JwtKeySet> = Api::namespaced(as_operator.clone(), watched);
+            let leases: Api<Lease> = Api::namespaced(as_operator.clone(), lease_ns);
+            let allowed = sets.list(&ListParams::default()).await.is_ok()
+                && leases.get_opt(lease).await.is_ok();
+            allowed.then_some(())
+        },
+    )
+    .await;
+}
+
 /// Applies a JwtKeySet from a file under deploy/examples/ into `namespace`, as a platform
 /// team would (admin rights); returns its name.
 async fn apply_example(admin: &Client, namespace: &str, file: &str) -> String {
@@ -768,6 +786,7 @@ async fn cluster_mode_install() {
         .clone()
         .unwrap();
     let (kubeconfig, as_operator) = service_account_identity(&admin, &release_ns, &account).await;
+    wait_rbac_effective(&as_operator, &keys_ns, &release_ns, fullname).await;
     let (operator, port, pod_name) = start_as_deployed(&deployment, &kubeconfig, &release_ns);
 
     // With exactly the chart's rights: leader, ready, and a set in another namespace Ready,
@@ -929,6 +948,7 @@ async fn namespaced_mode_install() {
     let (kubeconfig, as_operator) = service_account_identity(&admin, &release_ns, &account).await;
     // A set outside the watched namespaces, there before the operator starts.
     let ignored = apply_example(&admin, &outside, "es256.yaml").await;
+    wait_rbac_effective(&as_operator, &team_a, &release_ns, fullname).await;
     let (operator, port, pod_name) = start_as_deployed(&deployment, &kubeconfig, &release_ns);
     let args = deployment.spec.unwrap().template.spec.unwrap().containers[0]
         .args
