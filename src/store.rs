@@ -98,15 +98,17 @@ pub enum StoreError {
     MissingActive(String),
 }
 
+/// A data entry as text; `label` names it in the error (never its content).
 fn text(
     data: &BTreeMap<String, ByteString>,
-    key: &'static str,
+    key: &str,
+    label: &'static str,
 ) -> Result<Option<Zeroizing<String>>, StoreError> {
     match data.get(key) {
         None => Ok(None),
         Some(bytes) => String::from_utf8(bytes.0.clone())
             .map(|s| Some(Zeroizing::new(s)))
-            .map_err(|_| StoreError::NotUtf8(key)),
+            .map_err(|_| StoreError::NotUtf8(label)),
     }
 }
 
@@ -167,7 +169,7 @@ pub fn read_secret(data: &BTreeMap<String, ByteString>) -> Result<StoredSecret, 
     let manifest = Manifest::from_json(&data.get(MANIFEST).ok_or(StoreError::NoManifest)?.0)?;
     let mut materials = Materials::default();
     let mut hmac_published = BTreeSet::new();
-    if let Some(verify) = text(data, VERIFY_JWKS)? {
+    if let Some(verify) = text(data, VERIFY_JWKS, VERIFY_JWKS)? {
         for (kid, jwk) in jwks_members(&verify).ok_or(StoreError::VerifyJwks)? {
             hmac_published.insert(kid.clone());
             let stored = StoredKey {
@@ -187,20 +189,12 @@ pub fn read_secret(data: &BTreeMap<String, ByteString>) -> Result<StoredSecret, 
         let Ok(kid) = String::from_utf8(kid.0.clone()) else {
             continue;
         };
-        let get = |name: &str| -> Result<Option<Zeroizing<String>>, StoreError> {
-            match data.get(&key(name)) {
-                None => Ok(None),
-                Some(b) => String::from_utf8(b.0.clone())
-                    .map(|s| Some(Zeroizing::new(s)))
-                    .map_err(|_| {
-                        StoreError::NotUtf8(if prefix.is_empty() {
-                            "key material"
-                        } else {
-                            "pending key material"
-                        })
-                    }),
-            }
+        let label = if prefix.is_empty() {
+            "key material"
+        } else {
+            "pending key material"
         };
+        let get = |name: &str| text(data, &key(name), label);
         let Some(private_jwk) = get(PRIVATE_JWK)? else {
             continue;
         };
