@@ -217,3 +217,19 @@ fn kids_are_unique_across_generations() {
         assert!(seen.insert(generate(Algorithm::ES256, None).unwrap().kid().to_string()));
     }
 }
+
+/// RFC 8410 §7 and RFC 5208: OneAsymmetricKey version 0 (v1), no embedded public key. OpenSSL
+/// 3.0, Node 20 and Python's `cryptography` refuse an Ed25519 v2 key with the public key in it.
+#[test]
+fn private_pem_is_pkcs8_v1_without_an_embedded_public_key() {
+    use rsa::pkcs8::der::{Decode, SecretDocument};
+    use rsa::pkcs8::{PrivateKeyInfoRef, Version};
+    for alg in Algorithm::ALL.into_iter().filter(|a| !a.is_symmetric()) {
+        let key = generate(alg, None).unwrap();
+        let (label, der) = SecretDocument::from_pem(key.private_pem().unwrap()).unwrap();
+        assert_eq!(label, "PRIVATE KEY", "{alg}");
+        let info = PrivateKeyInfoRef::from_der(der.as_bytes()).unwrap();
+        assert_eq!(info.version(), Version::V1, "{alg}: PKCS#8 version");
+        assert!(info.public_key.is_none(), "{alg}: embedded public key");
+    }
+}

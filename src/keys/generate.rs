@@ -51,7 +51,8 @@ impl KeyMaterial {
     pub fn public_pem(&self) -> Option<&str> {
         self.public_pem.as_deref()
     }
-    /// PKCS#8 PEM of the private key; `None` for symmetric keys.
+    /// PKCS#8 v1 PEM of the private key (RFC 5208; RFC 8410 §7 for Ed25519); `None` for
+    /// symmetric keys.
     pub fn private_pem(&self) -> Option<&str> {
         self.private_pem.as_ref().map(|s| s.as_str())
     }
@@ -277,11 +278,25 @@ fn generate_ed25519(alg: Algorithm) -> Result<KeyMaterial, KeyError> {
                 .to_public_key_pem(LineEnding::LF)
                 .map_err(|e| enc(&e))?,
         ),
-        private_pem: Some(signing.to_pkcs8_pem(LineEnding::LF).map_err(|e| enc(&e))?),
+        private_pem: Some(ed25519_pkcs8_v1_pem(&signing).map_err(|e| enc(&e))?),
         kid,
         private_jwk,
         secret: None,
     })
+}
+
+/// PKCS#8 v1 without the public key, as RFC 8410 §7 shows it. ed25519-dalek's own
+/// `to_pkcs8_pem` writes v2 with the public key embedded, which OpenSSL 3.0, Node 20 and
+/// Python's `cryptography` refuse to load.
+fn ed25519_pkcs8_v1_pem(
+    signing: &ed25519_dalek::SigningKey,
+) -> ed25519_dalek::pkcs8::Result<Zeroizing<String>> {
+    // KeypairBytes zeroizes its secret half when dropped.
+    let bytes = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: signing.to_bytes(),
+        public_key: None,
+    };
+    bytes.to_pkcs8_pem(LineEnding::LF)
 }
 
 fn generate_hmac(alg: Algorithm, len: usize) -> Result<KeyMaterial, KeyError> {
