@@ -17,6 +17,9 @@ step "Helm 4 (its Go SDK, through Python) and kubectl for the install tests"
 python3 -c 'import helm_python' 2>/dev/null || python3 -m pip install --quiet helm-python-sdk==0.2.2
 command -v kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends kubernetes-client; }
 
+step "interop: openssl, PyJWT and jose as pinned (tests/interop/setup.sh)"
+bash tests/interop/setup.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
