@@ -33,6 +33,28 @@ pub enum KeyFamily {
     Hmac(usize),
 }
 
+impl KeyFamily {
+    /// How a message names a key of this family: "ES256 needs a P-256 EC key".
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeyFamily::Rsa => "an RSA",
+            KeyFamily::P256 => "a P-256 EC",
+            KeyFamily::P384 => "a P-384 EC",
+            KeyFamily::Ed25519 => "an Ed25519",
+            KeyFamily::Hmac(_) => "a symmetric (oct)",
+        }
+    }
+
+    /// Whether a key of family `other` can serve an algorithm of this family; HMAC secrets of
+    /// any length are one family here, their minimum length is checked on its own.
+    pub(crate) fn admits(self, other: KeyFamily) -> bool {
+        match (self, other) {
+            (KeyFamily::Hmac(_), KeyFamily::Hmac(_)) => true,
+            _ => self == other,
+        }
+    }
+}
+
 /// RSA modulus sizes the operator generates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RsaKeySize {

@@ -4,9 +4,13 @@
 //! `Zeroizing` buffer, and no type in this module prints secret bytes through `Debug`.
 
 mod algorithm;
+mod error;
 mod generate;
 mod jwk;
+mod material;
 
 pub use algorithm::{Algorithm, KeyFamily, RsaKeySize};
-pub use generate::{KeyError, KeyMaterial, generate};
+pub use error::KeyError;
+pub use generate::generate;
 pub use jwk::{Jwks, PublicJwk, thumbprint};
+pub use material::KeyMaterial;
