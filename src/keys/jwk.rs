@@ -2,6 +2,8 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::algorithm::{Algorithm, KeyFamily};
+
 /// A public JWK (RFC 7517) as published to verifiers.
 ///
 /// Field order is fixed by this struct, so the same key always serializes to the same bytes.
@@ -22,6 +24,75 @@ pub struct PublicJwk {
     pub alg: String,
     #[serde(rename = "use")]
     pub key_use: String,
+}
+
+impl PublicJwk {
+    /// The algorithm the JWK's `alg` names, if it is one the operator knows.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.alg.parse().ok()
+    }
+
+    /// Whether `kty` and `crv` are those of the key family `alg` needs: `RSA` for RS*/PS*,
+    /// `EC` on P-256 for ES256 and P-384 for ES384, `OKP` on Ed25519 for EdDSA. Never true for
+    /// HMAC, whose key is never published, nor for an `alg` the operator does not know.
+    pub fn matches_alg(&self) -> bool {
+        self.algorithm()
+            .is_some_and(|alg| self.family() == Some(alg.family()))
+    }
+
+    /// The key family `kty` and `crv` name, for the families the operator publishes.
+    fn family(&self) -> Option<KeyFamily> {
+        match (self.kty.as_str(), self.crv.as_deref()) {
+            ("RSA", None) => Some(KeyFamily::Rsa),
+            ("EC", Some("P-256")) => Some(KeyFamily::P256),
+            ("EC", Some("P-384")) => Some(KeyFamily::P384),
+            ("OKP", Some("Ed25519")) => Some(KeyFamily::Ed25519),
+            _ => None,
+        }
+    }
+}
+
+/// The RFC 7638 thumbprint of a public JWK, recomputed from its own members (its `kid` plays no
+/// part). `None` unless the JWK is a well-formed key of a family the operator publishes: the
+/// members its `kty` requires, base64url and of the curve's length (a minimal modulus and
+/// exponent for RSA), and none of another `kty`'s.
+pub fn kid_of_public_jwk(jwk: &PublicJwk) -> Option<String> {
+    /// The member, if it is base64url of `len` bytes (a curve coordinate), or of a minimal
+    /// big-endian integer when `len` is None (RFC 7518 §6.3.1).
+    fn b64(value: &Option<String>, len: Option<usize>) -> Option<&str> {
+        let value = value.as_deref()?;
+        let bytes = Base64UrlUnpadded::decode_vec(value).ok()?;
+        let well_formed = match len {
+            Some(len) => bytes.len() == len,
+            None => bytes.first().is_some_and(|top| *top != 0),
+        };
+        well_formed.then_some(value)
+    }
+    let absent = |members: &[&Option<String>]| members.iter().all(|m| m.is_none());
+    let (x, y, n, e) = (&jwk.x, &jwk.y, &jwk.n, &jwk.e);
+    let kty = jwk.kty.as_str();
+    match jwk.family()? {
+        KeyFamily::Rsa if absent(&[x, y]) => Some(thumbprint(&[
+            ("e", b64(e, None)?),
+            ("kty", kty),
+            ("n", b64(n, None)?),
+        ])),
+        family @ (KeyFamily::P256 | KeyFamily::P384) if absent(&[n, e]) => {
+            let len = if family == KeyFamily::P256 { 32 } else { 48 };
+            Some(thumbprint(&[
+                ("crv", jwk.crv.as_deref()?),
+                ("kty", kty),
+                ("x", b64(x, Some(len))?),
+                ("y", b64(y, Some(len))?),
+            ]))
+        }
+        KeyFamily::Ed25519 if absent(&[y, n, e]) => Some(thumbprint(&[
+            ("crv", jwk.crv.as_deref()?),
+            ("kty", kty),
+            ("x", b64(x, Some(32))?),
+        ])),
+        _ => None,
+    }
 }
 
 /// A JWK Set (RFC 7517 §5).

@@ -1,5 +1,5 @@
-//! One key object in, every encoding the operator writes out: the one place encodings are
-//! made, whoever made the key.
+//! One key object in, every encoding the operator writes out. `generate` and `parse` both end
+//! here, so a key generated, stored and read back renders to the same bytes.
 
 use std::fmt;
 
