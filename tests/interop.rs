@@ -2,10 +2,13 @@
 //! CLI, PyJWT with `cryptography` (Python) and panva/jose on Node's crypto, beside the
 //! `jsonwebtoken` crate. Tokens cross in every direction: each signs with the files a signer
 //! mounts, each verifies with the JWKS a verifier is handed, and each computes the `kid`.
+//! Keys the others write (openssl in every form, PyJWT's, `cryptography`'s and jose's private
+//! JWKs and PEMs) are read back by `parse_private` to the very files we render.
 //!
 //! Needs `openssl`, `node` and what `tests/interop/setup.sh` installs (tests/run.sh runs it).
 //! A missing tool or package fails these tests: they never skip.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -14,7 +17,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use jwt_key_rotator::keys::Algorithm::{self, *};
-use jwt_key_rotator::keys::{Jwks, KeyMaterial, RsaKeySize, generate};
+use jwt_key_rotator::keys::{Jwks, KeyError, KeyMaterial, RsaKeySize, generate, parse_private};
 use serde::{Deserialize, Serialize};
 
 /// Every algorithm with its default key, and the larger RSA moduli once each.
@@ -132,7 +135,7 @@ fn run(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+fn openssl<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Vec<u8> {
     run(Command::new("openssl").current_dir(dir).args(args))
 }
 
@@ -271,14 +274,10 @@ fn check_with_openssl(dir: &Path, name: &str, key: &KeyMaterial) {
     );
 
     // OpenSSL signs, and verifies its own signature with public.pem.
-    let sign_args = openssl_sig_args(alg, "private.pem", None);
-    let sign_args: Vec<&str> = sign_args.iter().map(String::as_str).collect();
-    let ossl_sig = openssl(dir, &sign_args);
+    let ossl_sig = openssl(dir, &openssl_sig_args(alg, "private.pem", None));
     std::fs::write(dir.join("openssl.sig"), &ossl_sig).unwrap();
     let verify = |sig_file: &str| {
-        let args = openssl_sig_args(alg, "public.pem", Some(sig_file));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        openssl(dir, &args);
+        openssl(dir, &openssl_sig_args(alg, "public.pem", Some(sig_file)));
     };
     verify("openssl.sig");
 
@@ -326,6 +325,121 @@ fn openssl_loads_checks_and_signs_with_every_algorithms_key_files() {
         .collect();
     assert!(failed.is_empty(), "openssl refused the keys of {failed:?}");
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// An algorithm, the `openssl genpkey` options of a key for it, and the openssl command that
+/// rewrites that key in its traditional form (PKCS#1, SEC1), if there is one.
+type OpensslKey = (
+    Algorithm,
+    &'static [&'static str],
+    Option<&'static [&'static str]>,
+);
+
+/// Keys as a person makes them with openssl, in each form it writes.
+const OPENSSL_KEYS: [OpensslKey; 6] = [
+    (
+        RS256,
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        Some(&["rsa", "-traditional"]),
+    ),
+    (
+        PS256,
+        &["-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:3072"],
+        None,
+    ),
+    (
+        RS512,
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096"],
+        None,
+    ),
+    (
+        ES256,
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        Some(&["ec"]),
+    ),
+    (
+        ES384,
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        Some(&["ec"]),
+    ),
+    (EdDSA, &["-algorithm", "ED25519"], None),
+];
+
+#[test]
+fn keys_openssl_makes_are_read_back_in_every_form_it_writes() {
+    let dir = scratch("interop-openssl-keys");
+    for (alg, genpkey, traditional) in OPENSSL_KEYS {
+        let generated = openssl(&dir, &[&["genpkey"][..], genpkey].concat());
+        std::fs::write(dir.join("key.pem"), &generated).unwrap();
+        let text = |args: &[&str]| String::from_utf8(openssl(&dir, args)).unwrap();
+        let (pkcs8, spki) = (
+            text(&["pkey", "-in", "key.pem"]),
+            text(&["pkey", "-in", "key.pem", "-pubout"]),
+        );
+        let mut forms = vec![("PKCS#8", generated)];
+        if let Some(command) = traditional {
+            forms.push((
+                "traditional",
+                openssl(&dir, &[command, &["-in", "key.pem"]].concat()),
+            ));
+        }
+        for (form, pem) in forms {
+            let key = parse_private(alg, &pem)
+                .unwrap_or_else(|e| panic!("{alg}: openssl's {form} key: {e}"));
+            // openssl writes the very bytes we render for the same key; an RSA-PSS key alone
+            // differs, in its algorithm identifier, which we write as plain RSA.
+            if genpkey[1] != "RSA-PSS" {
+                assert_eq!(
+                    key.private_pem(),
+                    Some(pkcs8.as_str()),
+                    "{alg} {form}: private.pem"
+                );
+                assert_eq!(
+                    key.public_pem(),
+                    Some(spki.as_str()),
+                    "{alg} {form}: public.pem"
+                );
+            }
+            check_with_openssl(&dir, &format!("{alg} from openssl's {form} key"), &key);
+            // It is the key openssl made: openssl's own key file signs, our public.pem verifies.
+            let args = |key: &str, sig: Option<&str>| openssl_sig_args(alg, key, sig);
+            std::fs::write(
+                dir.join("theirs.sig"),
+                openssl(&dir, &args("key.pem", None)),
+            )
+            .unwrap();
+            openssl(&dir, &args("public.pem", Some("theirs.sig")));
+        }
+    }
+    // A curve and a modulus size the operator does not use are named in the refusal.
+    let p521 = openssl(
+        &dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-521",
+        ],
+    );
+    let err = parse_private(ES256, &p521).map(|_| ()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ES256 needs a P-256 EC key, but this is a P-521 EC key"
+    );
+    for bits in [512, 1024] {
+        let keygen_bits = format!("rsa_keygen_bits:{bits}");
+        let small = openssl(
+            &dir,
+            &["genpkey", "-algorithm", "RSA", "-pkeyopt", &keygen_bits],
+        );
+        let err = parse_private(RS256, &small).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(err, KeyError::RsaSize { bits: b, .. } if b == bits),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Writes what a signer mounts and what a verifier is handed, per case, and the Rust token.
@@ -435,6 +549,30 @@ fn verify_with_jsonwebtoken(root: &Path) -> usize {
     verified
 }
 
+/// The files PyJWT, `cryptography` and jose wrote for each key (its private JWK, and the
+/// traditional PKCS#1 or SEC1 PEM) read back to the key, rendered byte for byte as generated.
+fn read_back_exports(root: &Path) -> usize {
+    let mut read = 0;
+    for (name, key) in keys() {
+        let mut files = vec!["python.private.jwk.json", "node.private.jwk.json"];
+        if !key.alg().is_symmetric() {
+            files.push("python.traditional.pem");
+        }
+        for file in files {
+            let encoded = std::fs::read(root.join(name).join(file)).unwrap();
+            let parsed = parse_private(key.alg(), &encoded)
+                .unwrap_or_else(|e| panic!("{name}: {file}: {e}"));
+            let rendered = |k: &KeyMaterial| {
+                let files = [k.private_pem(), k.public_pem(), Some(k.private_jwk_json())];
+                (k.kid().to_string(), files.map(|f| f.map(str::to_string)))
+            };
+            assert_eq!(rendered(&parsed), rendered(key), "{name}: {file}");
+            read += 1;
+        }
+    }
+    read
+}
+
 #[test]
 fn tokens_cross_between_rust_python_and_node_in_every_direction() {
     let root = scratch("interop-jwt");
@@ -456,5 +594,10 @@ fn tokens_cross_between_rust_python_and_node_in_every_direction() {
         "jsonwebtoken verified {verified} tokens from 5 signers over {} cases",
         CASES.len()
     );
+    let read = read_back_exports(&root);
+    // Three files per asymmetric key, two (the JWKs) per HMAC key.
+    let hmac = CASES.iter().filter(|c| c.1.is_symmetric()).count();
+    assert_eq!(read, 3 * (CASES.len() - hmac) + 2 * hmac);
+    println!("parse_private read back {read} keys written by PyJWT, cryptography and jose");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -1,6 +1,7 @@
 // The Node side of tests/interop.rs: panva/jose on Node's crypto against the operator's keys.
 //
-//   node interop.mjs sign DIR     load every case's files, check them, sign one token per encoding
+//   node interop.mjs sign DIR     load every case's files, check them, sign one token per encoding,
+//                                 and write the key as jose exports it
 //   node interop.mjs verify DIR   verify every token in DIR (whoever signed it) with the published keys
 //
 // DIR is laid out as interop.py describes. Every failure is collected and printed; the exit
@@ -83,6 +84,8 @@ async function sign(c, checks) {
       await jose.calculateJwkThumbprint(derived.export({ format: 'jwk' })), c.kid);
     keys = { 'node-pem': pem, 'node-jwk': fromJwk };
   }
+  // The key as jose writes it, for the operator to read back.
+  writeFileSync(join(c.dir, 'node.private.jwk.json'), JSON.stringify(await jose.exportJWK(keys['node-jwk'])));
   await checks.equal(`${c.name}: jose's thumbprint of the verifier's JWK is the kid`,
     await jose.calculateJwkThumbprint(c.verifyJwk), c.kid);
   await checks.equal(`${c.name}: the JWK's own kid`, c.verifyJwk.kid, c.kid);

@@ -1,6 +1,7 @@
 """The Python side of tests/interop.rs: PyJWT and `cryptography` against the operator's keys.
 
-    interop.py sign DIR     load every case's files, check them, sign one token per encoding
+    interop.py sign DIR     load every case's files, check them, sign one token per encoding,
+                            and write the key as PyJWT and `cryptography` export it
     interop.py verify DIR   verify every token in DIR (whoever signed it) with the published keys
 
 DIR holds `cases.json` (each case's name and the signers whose tokens it must hold), `jwks.json` (every published public JWK, as the
@@ -20,7 +21,7 @@ from pathlib import Path
 import cryptography
 import jwt
 from cryptography.hazmat.primitives import serialization
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 HERE = Path(__file__).resolve().parent
 # RFC 7638 §3.2: the members that make up the thumbprint, per key type.
@@ -90,6 +91,7 @@ def sign(root, case, checks):
     if case.symmetric:
         keys = {"python-secret": case.read("secret"),
                 "python-jwk": jwt.PyJWK(json.loads(case.read("private.jwk.json")), case.alg).key}
+        export(case, "python.private.jwk.json", HMACAlgorithm.to_jwk(case.read("secret")))
     else:
         private = serialization.load_pem_private_key(case.read("private.pem"), password=None)
         public = serialization.load_pem_public_key(case.read("public.pem"))
@@ -110,6 +112,12 @@ def sign(root, case, checks):
         checks.equal(f"{case.name}: thumbprint of PyJWT's JWK of public.pem is the kid",
                      thumbprint(derived), case.kid)
         keys = {"python-pem": private, "python-jwk": from_jwk}
+        # The key as these libraries write it, for the operator to read back.
+        export(case, "python.private.jwk.json", TO_JWK[case.alg[:2]].to_jwk(private))
+        traditional = (serialization.PrivateFormat.PKCS8 if case.alg == "EdDSA"
+                       else serialization.PrivateFormat.TraditionalOpenSSL)
+        export(case, "python.traditional.pem", private.private_bytes(
+            serialization.Encoding.PEM, traditional, serialization.NoEncryption()))
     checks.equal(f"{case.name}: RFC 7638 thumbprint of the verifier's JWK is the kid",
                  thumbprint(case.verify_jwk), case.kid)
     checks.equal(f"{case.name}: the JWK's own kid", case.verify_jwk.get("kid"), case.kid)
@@ -119,6 +127,10 @@ def sign(root, case, checks):
                                headers={"kid": case.kid})
             (case.dir / f"token.{signer}.jwt").write_text(token)
         checks.run(f"{case.name}: {signer} signs", write)
+
+
+def export(case, file, data):
+    (case.dir / file).write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
 def tampered(token):
