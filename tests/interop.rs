@@ -14,11 +14,14 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Header, decode, encode};
+use jwt::{Claims, jwt_alg, signing_key, validation, verifier_jwk, verifier_jwk_json};
 use jwt_key_rotator::keys::Algorithm::{self, *};
 use jwt_key_rotator::keys::{Jwks, KeyError, KeyMaterial, RsaKeySize, generate, parse_private};
-use serde::{Deserialize, Serialize};
+
+#[path = "interop/jwt.rs"]
+mod jwt;
 
 /// Every algorithm with its default key, and the larger RSA moduli once each.
 const CASES: [(&str, Algorithm, Option<RsaKeySize>); 14] = [
@@ -65,34 +68,10 @@ fn keys() -> &'static [(&'static str, KeyMaterial)] {
     })
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Claims {
-    sub: String,
-    exp: u64,
-}
-
 fn claims(signer: &str, case: &str) -> Claims {
     Claims {
         sub: format!("{signer}:{case}"),
         exp: 4_000_000_000,
-    }
-}
-
-fn jwt_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
-    alg.as_str().parse().unwrap()
-}
-
-fn signing_key(key: &KeyMaterial) -> EncodingKey {
-    match key.alg() {
-        HS256 | HS384 | HS512 => EncodingKey::from_secret(key.secret_bytes().unwrap()),
-        alg => {
-            let pem = key.private_pem().unwrap().as_bytes();
-            match alg {
-                ES256 | ES384 => EncodingKey::from_ec_pem(pem).unwrap(),
-                EdDSA => EncodingKey::from_ed_pem(pem).unwrap(),
-                _ => EncodingKey::from_rsa_pem(pem).unwrap(),
-            }
-        }
     }
 }
 
@@ -101,14 +80,6 @@ fn rust_token(case: &str, key: &KeyMaterial) -> String {
     let mut header = Header::new(jwt_alg(key.alg()));
     header.kid = Some(key.kid().to_string());
     encode(&header, &claims("rust", case), &signing_key(key)).unwrap()
-}
-
-/// The JWK a verifier is handed: the public JWK, or for HMAC the `oct` JWK in the Secret.
-fn verify_jwk_json(key: &KeyMaterial) -> String {
-    match key.public_jwk() {
-        Some(public) => serde_json::to_string(public).unwrap(),
-        None => key.private_jwk_json().to_string(),
-    }
 }
 
 /// A fresh directory under cargo's scratch space for integration tests; left there on failure.
@@ -298,15 +269,9 @@ fn check_with_openssl(dir: &Path, name: &str, key: &KeyMaterial) {
         ossl_sig
     };
     let ossl_token = format!("{input}.{}", Base64UrlUnpadded::encode_string(&ossl_sig));
-    let jwk: Jwk = serde_json::from_str(&verify_jwk_json(key)).unwrap();
-    let mut validation = Validation::new(jwt_alg(alg));
-    validation.validate_aud = false;
-    let verified = decode::<Claims>(
-        &ossl_token,
-        &DecodingKey::from_jwk(&jwk).unwrap(),
-        &validation,
-    )
-    .unwrap_or_else(|e| panic!("{name}: the token openssl signed did not verify: {e}"));
+    let decoding = DecodingKey::from_jwk(&verifier_jwk(key)).unwrap();
+    let verified = decode::<Claims>(&ossl_token, &decoding, &validation(alg))
+        .unwrap_or_else(|e| panic!("{name}: the token openssl signed did not verify: {e}"));
     assert_eq!(verified.claims, claims("rust", name));
 }
 
@@ -453,7 +418,7 @@ fn write_cases(root: &Path) {
         write("alg", key.alg().as_str().as_bytes());
         write("kid", key.kid().as_bytes());
         write("private.jwk.json", key.private_jwk_json().as_bytes());
-        write("verify.jwk.json", verify_jwk_json(key).as_bytes());
+        write("verify.jwk.json", verifier_jwk_json(key).as_bytes());
         match key.secret_bytes() {
             Some(secret) => write("secret", secret),
             None => {
@@ -523,15 +488,14 @@ fn verify_with_jsonwebtoken(root: &Path) -> usize {
             let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
             assert_eq!(kid, key.kid(), "{name}: {signer}'s kid");
             let jwk = match key.alg().is_symmetric() {
-                true => serde_json::from_str(key.private_jwk_json()).unwrap(),
+                true => verifier_jwk(key),
                 false => jwks
                     .find(&kid)
                     .unwrap_or_else(|| panic!("{name}: kid not in JWKS"))
                     .clone(),
             };
             let decoding = DecodingKey::from_jwk(&jwk).unwrap();
-            let mut validation = Validation::new(jwt_alg(key.alg()));
-            validation.validate_aud = false;
+            let validation = validation(key.alg());
             let got = decode::<Claims>(&token, &decoding, &validation)
                 .unwrap_or_else(|e| panic!("{name}: {signer}'s token did not verify: {e}"));
             assert_eq!(got.claims, claims(signer, name));

@@ -2,57 +2,13 @@
 //! the `jsonwebtoken` crate verifies with the published public JWK, and that crate computes the
 //! same RFC 7638 thumbprint as our `kid`.
 
-use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode};
+#[path = "interop/jwt.rs"]
+mod jwt;
+
+use jsonwebtoken::jwk::ThumbprintHash;
+use jsonwebtoken::{DecodingKey, Header, decode, encode};
+use jwt::{Claims, jwt_alg, signing_key, validation, verifier_jwk};
 use jwt_key_rotator::keys::{Algorithm, KeyMaterial, RsaKeySize, generate};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Claims {
-    sub: String,
-    exp: u64,
-}
-
-fn jwt_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
-    use jsonwebtoken::Algorithm as J;
-    match alg {
-        Algorithm::RS256 => J::RS256,
-        Algorithm::RS384 => J::RS384,
-        Algorithm::RS512 => J::RS512,
-        Algorithm::PS256 => J::PS256,
-        Algorithm::PS384 => J::PS384,
-        Algorithm::PS512 => J::PS512,
-        Algorithm::ES256 => J::ES256,
-        Algorithm::ES384 => J::ES384,
-        Algorithm::EdDSA => J::EdDSA,
-        Algorithm::HS256 => J::HS256,
-        Algorithm::HS384 => J::HS384,
-        Algorithm::HS512 => J::HS512,
-    }
-}
-
-fn signing_key(key: &KeyMaterial) -> EncodingKey {
-    use Algorithm::*;
-    match key.alg() {
-        HS256 | HS384 | HS512 => EncodingKey::from_secret(key.secret_bytes().unwrap()),
-        alg => {
-            let pem = key.private_pem().unwrap().as_bytes();
-            match alg {
-                ES256 | ES384 => EncodingKey::from_ec_pem(pem).unwrap(),
-                EdDSA => EncodingKey::from_ed_pem(pem).unwrap(),
-                _ => EncodingKey::from_rsa_pem(pem).unwrap(),
-            }
-        }
-    }
-}
-
-/// The JWK a verifier is handed: the public JWK, or for HMAC the `oct` JWK in the Secret.
-fn verifier_jwk(key: &KeyMaterial) -> Jwk {
-    match key.public_jwk() {
-        Some(public) => serde_json::from_value(serde_json::to_value(public).unwrap()).unwrap(),
-        None => serde_json::from_str(key.private_jwk_json()).unwrap(),
-    }
-}
 
 fn sign_and_verify(key: &KeyMaterial) {
     let alg = jwt_alg(key.alg());
@@ -67,8 +23,7 @@ fn sign_and_verify(key: &KeyMaterial) {
     let jwk = verifier_jwk(key);
     assert_eq!(jwk.common.key_id.as_deref(), Some(key.kid()));
     let decoding = DecodingKey::from_jwk(&jwk).unwrap();
-    let mut validation = Validation::new(alg);
-    validation.validate_aud = false;
+    let validation = validation(key.alg());
     let verified = decode::<Claims>(&token, &decoding, &validation)
         .unwrap_or_else(|e| panic!("{}: token did not verify: {e}", key.alg()));
     assert_eq!(verified.claims, claims);
@@ -139,7 +94,6 @@ fn pem_encodings_round_trip_to_the_same_public_key() {
             "{alg}: PKCS#8 PEM"
         );
         // jsonwebtoken reads the SPKI PEM; a token signed with the PKCS#8 PEM verifies with it.
-        let jalg = jwt_alg(alg);
         let decoding = match alg {
             Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(public_pem.as_bytes()),
             Algorithm::EdDSA => DecodingKey::from_ed_pem(public_pem.as_bytes()),
@@ -150,11 +104,9 @@ fn pem_encodings_round_trip_to_the_same_public_key() {
             sub: "bob".into(),
             exp: 4_000_000_000,
         };
-        let token = encode(&Header::new(jalg), &claims, &signing_key(&key)).unwrap();
-        let mut validation = Validation::new(jalg);
-        validation.validate_aud = false;
+        let token = encode(&Header::new(jwt_alg(alg)), &claims, &signing_key(&key)).unwrap();
         assert_eq!(
-            decode::<Claims>(&token, &decoding, &validation)
+            decode::<Claims>(&token, &decoding, &validation(alg))
                 .unwrap()
                 .claims,
             claims
