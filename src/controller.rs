@@ -35,13 +35,13 @@ pub async fn run(
         controller: MANAGER.into(),
         instance: Some(instance),
     };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
         clock,
-        recorder: Recorder::new(client.clone(), reporter),
+        Recorder::new(client.clone(), reporter),
         fence,
-        metrics: metrics.clone(),
-    });
+        metrics.clone(),
+    ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {

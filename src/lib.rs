@@ -1,14 +1,18 @@
 //! jwt-key-rotator: a Kubernetes operator that rotates JWT signing keys.
 //!
 //! Layers (see design.md): `api` (the CRD and its validation), `keys` (cryptography, no I/O),
-//! `lifecycle` (the pure rotation planner).
+//! `lifecycle` (the core: weighing evidence, planning, the convergence loop; pure), `layout`
+//! (the Secret and JWKS encodings), `objects` (one set's objects as the core's abstract
+//! cluster), `reconcile` and `report` (the shell: the Kubernetes API, status, Events).
 
 pub mod api;
 pub mod controller;
 pub mod http;
 pub mod keys;
+pub mod layout;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
+pub mod objects;
 pub mod reconcile;
-pub mod store;
+pub mod report;

@@ -46,7 +46,9 @@ pub(crate) const KID_PATTERN: &str = r"^[A-Za-z0-9_-]{43}$";
     validation = Rule::new("duration(self.publishLead) < duration(self.rotationInterval)")
         .message("publishLead must be shorter than rotationInterval: a new key is published publishLead before it must sign"),
     validation = Rule::new("duration(self.publishLead) >= duration(self.propagationDelay)")
-        .message("publishLead must be at least propagationDelay: a verifier may see the JWKS propagationDelay late")
+        .message("publishLead must be at least propagationDelay: a verifier may see the JWKS propagationDelay late"),
+    validation = Rule::new("duration(self.propagationDelay).getSeconds() + duration(self.tokenTTL).getSeconds() + duration(self.clockSkew).getSeconds() <= 16 * duration(self.rotationInterval).getSeconds()")
+        .message("propagationDelay + tokenTTL + clockSkew must be at most 16 times rotationInterval: a retired key stays published that long, and a set holds at most 20 keys")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct JwtKeySetSpec {

@@ -1,6 +1,10 @@
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::keys::{Algorithm, PublicJwk};
+use crate::lifecycle::{KeyRecord, KeyState};
 
 /// What the operator last did with the set, in words a person can act on.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -28,12 +32,16 @@ pub struct JwtKeySetStatus {
     /// The ConfigMap publishing the JWKS; spec.jwks.configMapName cannot move once it is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_name: Option<String>,
+    /// The ConfigMap data key verifiers mount; spec.jwks.key cannot move once it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_key: Option<String>,
     /// Every key still held, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyStatus>,
 }
 
-/// One key's state and times. Never contains key material.
+/// One key's state and times: the operator's own record of the keys it created (only it writes
+/// the status), weighed against what the Secret and the JWKS say. Never contains private material.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyStatus {
@@ -44,17 +52,102 @@ pub struct KeyStatus {
     /// The JWS algorithm of the key.
     pub algorithm: String,
     /// When the key was generated and stored.
-    pub created_at: Time,
+    #[schemars(schema_with = "date_time")]
+    pub created_at: Timestamp,
     /// When the key was first seen by verifiers (in the JWKS, or for HMAC in the Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub published_at: Option<Time>,
+    #[schemars(schema_with = "date_time")]
+    pub published_at: Option<Timestamp>,
     /// When the key started signing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub activated_at: Option<Time>,
+    #[schemars(schema_with = "date_time")]
+    pub activated_at: Option<Timestamp>,
     /// When the key stopped signing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired_at: Option<Time>,
+    #[schemars(schema_with = "date_time")]
+    pub retired_at: Option<Timestamp>,
     /// When a retired key leaves the JWKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Time>,
+    #[schemars(schema_with = "date_time")]
+    pub expires_at: Option<Timestamp>,
+    /// The RSA modulus size in bits, for RSA keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsa_bits: Option<u32>,
+    /// The public JWK, so that a key stays publishable whatever happens to the Secret and the
+    /// ConfigMap (asymmetric keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "public_jwk")]
+    pub public_jwk: Option<PublicJwk>,
+    /// The longest retention in force while the key signed (ISO 8601 duration): tokens signed
+    /// under a longer tokenTTL outlive a later, shorter one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration")]
+    pub longest_retention: Option<jiff::SignedDuration>,
+}
+
+impl From<&KeyRecord> for KeyStatus {
+    fn from(k: &KeyRecord) -> Self {
+        KeyStatus {
+            kid: k.kid.clone(),
+            state: k.state.as_str().into(),
+            algorithm: k.alg.as_str().into(),
+            created_at: k.created_at,
+            published_at: k.published_at,
+            activated_at: k.activated_at,
+            retired_at: k.retired_at,
+            expires_at: k.expires_at,
+            rsa_bits: k.rsa_bits,
+            public_jwk: k.public_jwk.clone(),
+            longest_retention: k.longest_retention,
+        }
+    }
+}
+
+impl KeyStatus {
+    /// The record this status entry remembers; `None` when it names an unknown state or
+    /// algorithm (then the other evidence decides).
+    pub fn to_record(&self) -> Option<KeyRecord> {
+        let state = match self.state.as_str() {
+            "Pending" => KeyState::Pending,
+            "Active" => KeyState::Active,
+            "Retired" => KeyState::Retired,
+            _ => return None,
+        };
+        let alg: Algorithm = self.algorithm.parse().ok()?;
+        Some(KeyRecord {
+            kid: self.kid.clone(),
+            alg,
+            rsa_bits: self.rsa_bits,
+            state,
+            created_at: self.created_at,
+            published_at: self.published_at,
+            activated_at: self.activated_at,
+            retired_at: self.retired_at,
+            expires_at: self.expires_at,
+            public_jwk: self.public_jwk.clone(),
+            longest_retention: self.longest_retention,
+        })
+    }
+}
+
+/// Full precision (RFC 3339 with fractions), so the record compares equal to the manifest's.
+fn date_time(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "format": "date-time" })
+}
+
+fn duration(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string" })
+}
+
+fn public_jwk(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let member = schemars::json_schema!({ "type": "string" });
+    schemars::json_schema!({
+        "description": "A public JWK (RFC 7517): kty, crv, x, y, n, e, kid, alg, use.",
+        "type": "object",
+        "properties": {
+            "kty": member, "crv": member, "x": member, "y": member, "n": member, "e": member,
+            "kid": member, "alg": member, "use": member
+        },
+        "required": ["kty", "kid", "alg", "use"]
+    })
 }

@@ -5,7 +5,7 @@ use jiff::SignedDuration;
 use kube::ResourceExt;
 
 use crate::keys::RsaKeySize;
-use crate::lifecycle::Policy;
+use crate::lifecycle::{MAX_KEYS, MAX_RETENTION_INTERVALS, Policy};
 
 use super::spec::{DeletionPolicy, JwtKeySet, ROTATE_ANNOTATION};
 
@@ -151,6 +151,20 @@ impl JwtKeySet {
                 format!(
                     "{:?} must be at least spec.propagationDelay ({:?}): a verifier may see the JWKS propagationDelay late",
                     spec.publish_lead, spec.propagation_delay
+                ),
+            ));
+        }
+
+        // Whole seconds, as the CEL rule counts them.
+        let retention = propagation_delay.as_secs() + token_ttl.as_secs() + clock_skew.as_secs();
+        if retention > MAX_RETENTION_INTERVALS * rotation_interval.as_secs() {
+            return Err(invalid(
+                "spec.tokenTTL",
+                format!(
+                    "propagationDelay + tokenTTL + clockSkew ({retention}s) must be at most \
+                     {MAX_RETENTION_INTERVALS} times spec.rotationInterval ({:?}): a retired key \
+                     stays published that long, and a set holds at most {MAX_KEYS} keys",
+                    spec.rotation_interval
                 ),
             ));
         }

@@ -7,8 +7,8 @@ use super::policy::Policy;
 
 pub const MANIFEST_VERSION: u32 = 1;
 
-/// Where a key is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a key is in its life; ordered as a key moves through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeyState {
     /// Private part stored, public part published, not signing yet.
     Pending,
@@ -46,12 +46,17 @@ pub struct KeyRecord {
     pub activated_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<Timestamp>,
-    /// Retention fixed at retirement; a later, longer retention extends it, never shortens it.
+    /// Retention fixed when the retirement was confirmed (see `confirm_retired`); a later,
+    /// longer retention extends it, never shortens it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
     /// The public JWK; `None` for symmetric keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_jwk: Option<PublicJwk>,
+    /// The longest retention in force while the key signed: a token signed under a longer
+    /// tokenTTL outlives a later, shorter one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_retention: Option<SignedDuration>,
 }
 
 impl KeyRecord {
@@ -68,11 +73,19 @@ impl KeyRecord {
     /// at retirement, nor than `retiredAt + retention` under the current policy.
     pub fn expiry(&self, policy: &Policy) -> Option<Timestamp> {
         let retired_at = self.retired_at?;
-        let now_rule = add(retired_at, policy.retention());
+        let now_rule = add(retired_at, self.retention(policy));
         Some(
             self.expires_at
                 .map_or(now_rule, |fixed| fixed.max(now_rule)),
         )
+    }
+
+    /// How long the key stays published after it stops signing: the policy's retention, or the
+    /// longest one in force while it signed.
+    pub fn retention(&self, policy: &Policy) -> SignedDuration {
+        policy
+            .retention()
+            .max(self.longest_retention.unwrap_or(SignedDuration::ZERO))
     }
 
     /// Whether the Secret still holds this key's private part. Retired asymmetric keys lose it;
@@ -149,10 +162,12 @@ impl Manifest {
 impl Manifest {
     /// A retirement takes effect when the Secret stops naming the key as active: when the write
     /// that retired it was acknowledged, a little after it was planned. Counting the retention
-    /// from then keeps the key published for its full retention. Returns whether anything moved.
+    /// from then keeps the key published for its full retention; until then `expires_at` stays
+    /// unset, and a retirement never confirmed (the process died) counts from the next read.
+    /// Returns whether anything moved.
     pub fn confirm_retired(
         &mut self,
-        kids: &[String],
+        kids: &std::collections::BTreeSet<String>,
         written_at: Timestamp,
         policy: &Policy,
     ) -> bool {
@@ -161,45 +176,16 @@ impl Manifest {
             if k.state != KeyState::Retired || !kids.contains(&k.kid) {
                 continue;
             }
-            if k.retired_at.is_some_and(|at| at < written_at) {
-                k.retired_at = Some(written_at);
-                let expires = add(written_at, policy.retention());
-                k.expires_at = Some(k.expires_at.map_or(expires, |e| e.max(expires)));
+            let at = k.retired_at.map_or(written_at, |r| r.max(written_at));
+            let expires = add(at, k.retention(policy));
+            let expires_at = Some(k.expires_at.map_or(expires, |e| e.max(expires)));
+            if k.retired_at != Some(at) || k.expires_at != expires_at {
+                k.retired_at = Some(at);
+                k.expires_at = expires_at;
                 changed = true;
             }
         }
         changed
-    }
-
-    /// Rebuilds a manifest after the Secret was lost, from the public keys still published.
-    /// Tokens they signed may still be live, so each stays published as a key retired now.
-    pub fn recovered_from_published(jwks: &[PublicJwk], policy: &Policy, now: Timestamp) -> Self {
-        let keys = jwks
-            .iter()
-            .filter_map(|jwk| {
-                let alg: Algorithm =
-                    serde_json::from_value(serde_json::Value::from(jwk.alg.as_str())).ok()?;
-                Some(KeyRecord {
-                    kid: jwk.kid.clone(),
-                    alg,
-                    // Never signs again: its size no longer matters.
-                    rsa_bits: None,
-                    state: KeyState::Retired,
-                    created_at: now,
-                    published_at: Some(now),
-                    activated_at: None,
-                    retired_at: Some(now),
-                    expires_at: Some(add(now, policy.retention())),
-                    public_jwk: Some(jwk.clone()),
-                })
-            })
-            .collect();
-        Manifest {
-            version: MANIFEST_VERSION,
-            keys,
-            rotation_request: policy.rotation_request.clone(),
-            forced_rotation_at: None,
-        }
     }
 }
 

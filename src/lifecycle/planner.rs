@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use crate::keys::{Algorithm, PublicJwk, RsaKeySize};
 
 use super::manifest::{KeyRecord, KeyState, Manifest, add};
-use super::policy::Policy;
+use super::policy::{MAX_KEYS, Policy};
 
 /// The public facts of a freshly minted key; its private part stays with the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +83,8 @@ pub struct Plan {
     pub wake_at: Timestamp,
     /// When the next key is expected to take over.
     pub next_rotation_at: Option<Timestamp>,
+    /// A rotation is due but waits: the set holds `MAX_KEYS` keys until the oldest expires.
+    pub held_at_limit: bool,
 }
 
 /// Applies every rule of a key's life to `manifest` at `now`.
@@ -116,7 +118,6 @@ pub fn plan<E>(
 
     // A key whose private part vanished cannot sign. Its public part may still verify tokens,
     // so an asymmetric key retires like any other; a symmetric one has nothing left to publish.
-    let retention = policy.retention();
     keys.retain_mut(|k| {
         if !k.keeps_private_material() || observed.private.contains(&k.kid) {
             return true;
@@ -128,7 +129,7 @@ pub fn plan<E>(
         if k.state == KeyState::Active && !k.alg.is_symmetric() {
             k.state = KeyState::Retired;
             k.retired_at = Some(now);
-            k.expires_at = Some(add(now, retention));
+            k.expires_at = None;
             return true;
         }
         false
@@ -181,9 +182,11 @@ pub fn plan<E>(
                 retired_at: None,
                 expires_at: None,
                 public_jwk: new.public_jwk,
+                longest_retention: None,
             })
         };
 
+    let mut held_at_limit = false;
     let active = keys.iter().position(|k| k.state == KeyState::Active);
     match active {
         None => {
@@ -208,19 +211,26 @@ pub fn plan<E>(
             let due = rotation_due(&keys[a], policy, forced_rotation_at);
             let mut pending = best_pending(&keys, policy);
             if pending.is_none() && now >= add(due, -policy.publish_lead) {
-                keys.push(mint_record(KeyState::Pending, &mut transitions)?);
-                pending = Some(keys.len() - 1);
+                // Checked before generating: every key held is published, and a verifier
+                // fetches them all; past the limit the active key signs on until one expires.
+                if keys.len() < MAX_KEYS {
+                    keys.push(mint_record(KeyState::Pending, &mut transitions)?);
+                    pending = Some(keys.len() - 1);
+                } else {
+                    held_at_limit = true;
+                }
             }
             if let Some(p) = pending {
                 let ready = keys[p]
                     .published_at
                     .is_some_and(|at| now >= add(at, policy.publish_lead));
                 if now >= due && ready {
-                    let expires_at = add(now, policy.retention());
+                    let expires_at = add(now, keys[a].retention(policy));
                     let old = &mut keys[a];
                     old.state = KeyState::Retired;
                     old.retired_at = Some(now);
-                    old.expires_at = Some(expires_at);
+                    // Fixed when the write that retires it is acknowledged (`confirm_retired`).
+                    old.expires_at = None;
                     transitions.push(Transition::Retired {
                         kid: old.kid.clone(),
                         expires_at,
@@ -230,6 +240,13 @@ pub fn plan<E>(
                 }
             }
         }
+    }
+
+    // Tokens signed now live under today's retention, whatever the spec says later.
+    if let Some(active) = keys.iter_mut().find(|k| k.state == KeyState::Active)
+        && active.longest_retention < Some(policy.retention())
+    {
+        active.longest_retention = Some(policy.retention());
     }
 
     let manifest = Manifest {
@@ -244,6 +261,7 @@ pub fn plan<E>(
         transitions,
         wake_at,
         next_rotation_at,
+        held_at_limit,
     })
 }
 
@@ -286,7 +304,11 @@ fn schedule(
     policy: &Policy,
     now: Timestamp,
 ) -> (Timestamp, Option<Timestamp>) {
-    if manifest.keys.iter().any(|k| k.published_at.is_none()) {
+    // A key nothing can publish (no public part) must not keep the loop spinning.
+    let unpublished = |k: &KeyRecord| {
+        k.published_at.is_none() && (k.public_jwk.is_some() || k.alg.is_symmetric())
+    };
+    if manifest.keys.iter().any(unpublished) {
         let next = manifest
             .active()
             .map(|a| rotation_due(a, policy, manifest.forced_rotation_at));
@@ -297,6 +319,8 @@ fn schedule(
     if let Some(active) = manifest.active() {
         let due = rotation_due(active, policy, manifest.forced_rotation_at);
         match best_pending(&manifest.keys, policy) {
+            // At the limit, the next expiry (below) is the next chance to mint.
+            None if manifest.keys.len() >= MAX_KEYS => next_rotation = Some(due),
             None => {
                 wake = wake.min(add(due, -policy.publish_lead));
                 next_rotation = Some(due);

@@ -4,6 +4,17 @@ use jiff::SignedDuration;
 
 use crate::keys::{Algorithm, RsaKeySize};
 
+/// The most keys a set holds (pending, active and retired). Every held key is published and
+/// every verifier fetches them all; 20 RSA-4096 keys are a 15 KiB JWKS, far inside the 1 MiB a
+/// Secret or ConfigMap may hold. The spec is refused at admission when its schedule alone would
+/// need more (`MAX_RETENTION_INTERVALS`); manual rotations beyond it wait for an expiry.
+pub const MAX_KEYS: usize = 20;
+
+/// A retired key stays published for its retention: a spec whose retention spans more than this
+/// many rotation intervals would hold more than `MAX_KEYS` keys (these, the active and the
+/// pending key, and one at the boundary).
+pub const MAX_RETENTION_INTERVALS: i64 = 16;
+
 /// The validated rules a set's keys live by (made by `JwtKeySet::validate`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -28,4 +39,51 @@ impl Policy {
             .saturating_add(self.token_ttl)
             .saturating_add(self.clock_skew)
     }
+}
+
+/// The names workloads mount: the Secret, the JWKS ConfigMap, and its data key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectNames {
+    pub secret: String,
+    pub config_map: String,
+    pub jwks_key: String,
+}
+
+/// A name the spec moved after the set's objects were written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Moved {
+    pub field: &'static str,
+    pub from: String,
+    pub to: String,
+}
+
+/// Workloads mount the objects by these names: moving one would orphan the keys they mount and
+/// start a new key without its lead, so a move is refused once the objects were written.
+/// `written` holds the names the objects were written under, each `None` when unknown.
+pub fn moved(written: &WrittenNames, wanted: &ObjectNames) -> Option<Moved> {
+    let fields = [
+        ("spec.secretName", &written.secret, &wanted.secret),
+        (
+            "spec.jwks.configMapName",
+            &written.config_map,
+            &wanted.config_map,
+        ),
+        ("spec.jwks.key", &written.jwks_key, &wanted.jwks_key),
+    ];
+    fields.into_iter().find_map(|(field, old, new)| match old {
+        Some(old) if old != new => Some(Moved {
+            field,
+            from: old.clone(),
+            to: new.clone(),
+        }),
+        _ => None,
+    })
+}
+
+/// The names a set's objects were written under, as far as they are known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WrittenNames {
+    pub secret: Option<String>,
+    pub config_map: Option<String>,
+    pub jwks_key: Option<String>,
 }

@@ -1,0 +1,168 @@
+//! Convergence: weigh the evidence, then plan, write and plan again until nothing is due.
+//!
+//! This is the loop that ships. It runs over an abstract view of one set's objects (`Cluster`):
+//! the operator drives it against the API server, the property tests against a simulated cluster
+//! that crashes, edits, restores and plants between any two writes.
+//!
+//! Writes go in an order that is safe to cut anywhere: the Secret stores a new key before the
+//! JWKS publishes it, and the JWKS holds a key before the Secret names it the signing key. The
+//! exception to "store first" is a key that may sign or have signed but is not published (one
+//! that must sign at once, or one an edit took out of the JWKS): it is published first.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+
+use crate::keys::{Algorithm, Jwks, RsaKeySize};
+
+use super::evidence::{Blocked, Evidence, Finding, weigh};
+use super::manifest::{KeyState, Manifest};
+use super::planner::{NewKey, Observed, Plan, Transition, plan};
+use super::policy::Policy;
+
+/// Rounds of plan-and-write in one pass. A pass needs at most three (write a new key, stamp its
+/// publication, confirm a retirement); the rest of the time the planner wakes later.
+pub const MAX_ROUNDS: u32 = 4;
+
+/// One set's objects, as the convergence loop sees them.
+#[allow(async_fn_in_trait)]
+pub trait Cluster {
+    type Error;
+    /// The time now. Read after each acknowledged write, so what was written is in the cluster.
+    fn now(&mut self) -> Timestamp;
+    /// A new key of this kind; its private part stays with the implementation.
+    fn mint(&mut self, alg: Algorithm, size: Option<RsaKeySize>) -> Result<NewKey, Self::Error>;
+    /// Makes the Secret hold `manifest` and the private material of the keys it keeps.
+    async fn store(&mut self, manifest: &Manifest) -> Result<(), Self::Error>;
+    /// Makes the published document(s) hold exactly `jwks`.
+    async fn publish(&mut self, jwks: &Jwks) -> Result<(), Self::Error>;
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Converged {
+    /// The last plan: the manifest as written, the next wake-up and rotation.
+    pub plan: Plan,
+    pub transitions: Vec<Transition>,
+    pub findings: Vec<Finding>,
+    /// False when the pass ran out of rounds with work still due (the caller retries soon).
+    pub settled: bool,
+}
+
+/// Why a pass stopped early.
+#[derive(Debug)]
+pub enum Stopped<E> {
+    /// The evidence cannot be reconciled safely: nothing was written.
+    Blocked(Blocked),
+    /// A write or a key generation failed; what happened before it is listed.
+    Failed {
+        error: E,
+        transitions: Vec<Transition>,
+        findings: Vec<Finding>,
+    },
+}
+
+/// Weighs `evidence`, then plans and writes until nothing is due now.
+pub async fn converge<C: Cluster>(
+    cluster: &mut C,
+    policy: &Policy,
+    evidence: &Evidence,
+) -> Result<Converged, Stopped<C::Error>> {
+    let now = cluster.now();
+    let weighed = weigh(evidence, policy, now).map_err(Stopped::Blocked)?;
+    let findings = weighed.findings;
+    let mut manifest = weighed.manifest;
+    let mut observed = weighed.observed;
+    let mut retire_on_write = weighed.retire_on_write;
+    let mut transitions = Vec::new();
+    let fail = |error, transitions: &Vec<Transition>, findings: &Vec<Finding>| Stopped::Failed {
+        error,
+        transitions: transitions.clone(),
+        findings: findings.clone(),
+    };
+    let mut round = 0;
+    loop {
+        round += 1;
+        let now = cluster.now();
+        let mut plan = plan(policy, &manifest, &observed, now, |alg, size| {
+            cluster.mint(alg, size)
+        })
+        .map_err(|e| fail(e, &transitions, &findings))?;
+        transitions.extend(plan.transitions.iter().cloned());
+        retire_on_write.extend(retired_in(&plan.transitions));
+        write_round(cluster, &plan.manifest, &observed)
+            .await
+            .map_err(|e| fail(e, &transitions, &findings))?;
+        observed = held_after_writing(&plan.manifest);
+        // Retention counts from the acknowledged write that took a key out of signing; the
+        // next round stores the later time.
+        let written_at = cluster.now();
+        let confirmed = plan
+            .manifest
+            .confirm_retired(&retire_on_write, written_at, policy);
+        retire_on_write.clear();
+        manifest = plan.manifest.clone();
+        let settled = plan.wake_at > now && !confirmed;
+        // Out of rounds with work due: the caller comes back soon rather than spin here.
+        if settled || round >= MAX_ROUNDS {
+            return Ok(Converged {
+                plan,
+                transitions,
+                findings,
+                settled,
+            });
+        }
+    }
+}
+
+/// One round's writes, in the safe order: the Secret first, so a new key's private part is
+/// stored before its public part is published; but when a key that may have signed (an active
+/// or retired one) is missing from what verifiers see, the JWKS first, so that no signer holds a
+/// key verifiers cannot find for a moment longer than it must.
+async fn write_round<C: Cluster>(
+    cluster: &mut C,
+    manifest: &Manifest,
+    observed: &Observed,
+) -> Result<(), C::Error> {
+    let jwks = manifest.public_jwks();
+    let signed_unpublished = manifest.keys.iter().any(|k| {
+        k.state != KeyState::Pending
+            && k.public_jwk.is_some()
+            && !observed.published.contains(&k.kid)
+    });
+    if signed_unpublished {
+        cluster.publish(&jwks).await?;
+        cluster.store(manifest).await
+    } else {
+        cluster.store(manifest).await?;
+        cluster.publish(&jwks).await
+    }
+}
+
+/// After both writes: verifiers see every key held (symmetric ones in the Secret), and the
+/// Secret holds the material of every key that keeps it.
+fn held_after_writing(manifest: &Manifest) -> Observed {
+    let kids = |keep: fn(&super::KeyRecord) -> bool| -> BTreeSet<String> {
+        manifest
+            .keys
+            .iter()
+            .filter(|k| keep(k))
+            .map(|k| k.kid.clone())
+            .collect()
+    };
+    Observed {
+        published: kids(|k| k.public_jwk.is_some() || k.alg.is_symmetric()),
+        private: kids(|k| k.keeps_private_material()),
+    }
+}
+
+fn retired_in(transitions: &[Transition]) -> impl Iterator<Item = String> + '_ {
+    transitions.iter().filter_map(|t| match t {
+        Transition::Retired { kid, .. } => Some(kid.clone()),
+        Transition::Lost {
+            kid,
+            state: KeyState::Active,
+        } => Some(kid.clone()),
+        _ => None,
+    })
+}

@@ -1,0 +1,413 @@
+//! Reporting a pass: the status (the `Ready` condition, the keys, the names written), Events
+//! for every key transition and every repair, and the metrics. Never any key material.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::api::{JwtKeySet, JwtKeySetStatus, KeyStatus, ValidSpec};
+use crate::leader::Fence;
+use crate::lifecycle::{self, Activation, Converged, Finding, Manifest, Moved, Transition};
+use crate::reconcile::{Context, Error, MANAGER};
+
+/// Why a set is not Ready, as the condition's reason. Nothing is written but the status.
+pub enum Blocked {
+    InvalidSpec(String),
+    Moved(Moved),
+    SecretConflict(String),
+    ConfigMapConflict(String),
+    Evidence(lifecycle::Blocked),
+    /// A write or read the API server refused, or another failure; retried with back-off.
+    Failing(String),
+}
+
+impl Blocked {
+    fn reason(&self) -> &'static str {
+        match self {
+            Blocked::InvalidSpec(_) | Blocked::Moved(_) => "InvalidSpec",
+            Blocked::SecretConflict(_) => "SecretConflict",
+            Blocked::ConfigMapConflict(_) => "ConfigMapConflict",
+            Blocked::Evidence(_) => "SecretUnreadable",
+            Blocked::Failing(_) => "ReconcileError",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Blocked::InvalidSpec(e) => format!("spec refused, nothing was changed: {e}"),
+            Blocked::Moved(m) => format!(
+                "spec refused, nothing was changed: {}: cannot change from {:?} to {:?}: workloads \
+                 mount {:?}, and its keys would be orphaned. Set it back, or delete and re-create \
+                 the JwtKeySet",
+                m.field, m.from, m.to, m.from
+            ),
+            Blocked::SecretConflict(name) => format!(
+                "Secret {name} exists and is not managed by this JwtKeySet; it is left untouched. \
+                 Delete or rename it, or set spec.secretName to another name"
+            ),
+            Blocked::ConfigMapConflict(name) => format!(
+                "ConfigMap {name} exists and is not managed by this JwtKeySet; it is left untouched. \
+                 Delete or rename it, or set spec.jwks.configMapName to another name"
+            ),
+            Blocked::Evidence(e) => format!("nothing is rotated or rewritten: {e}"),
+            Blocked::Failing(e) => format!("reconciling failed and is retried: {e}"),
+        }
+    }
+}
+
+/// Ready=False with a reason and an Event; nothing else is written.
+pub async fn blocked(set: &JwtKeySet, ctx: &Context, blocked: Blocked) -> Result<Action, Error> {
+    let reason = blocked.reason();
+    let message = blocked.message();
+    let mut status = set.status.clone().unwrap_or_default();
+    let unchanged = status.conditions.iter().any(|c| {
+        c.type_ == "Ready" && c.status == "False" && c.reason == reason && c.message == message
+    });
+    if !unchanged {
+        warn!(set = %set.name_any(), reason, %message, "not ready");
+        publish(
+            ctx,
+            set,
+            EventType::Warning,
+            reason,
+            "Refuse",
+            message.clone(),
+        )
+        .await;
+    }
+    status.conditions = vec![condition(set, "False", reason, message, (ctx.clock)())];
+    status.observed_generation = set.meta().generation;
+    write_status(&ctx.fence, set, ctx, status).await?;
+    // Conflicting objects may be outside our watches (not labelled): look again now and then.
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// Reports a pass that converged: Events, status and metrics.
+pub async fn converged(
+    set: &JwtKeySet,
+    valid: &ValidSpec,
+    ctx: &Context,
+    converged: &Converged,
+) -> Result<(), Error> {
+    events(set, ctx, &converged.transitions, &converged.findings).await;
+    let now = (ctx.clock)();
+    let plan = &converged.plan;
+    if plan.held_at_limit && !already_held(set) {
+        let note = held_note(&plan.manifest);
+        publish(
+            ctx,
+            set,
+            EventType::Warning,
+            "KeyLimitReached",
+            "Rotate",
+            note,
+        )
+        .await;
+    }
+    let ready = ready_condition(set, converged, valid.policy.algorithm.as_str(), now);
+    let status = status_for(set, valid, &plan.manifest, plan.next_rotation_at, ready);
+    write_status(&ctx.fence, set, ctx, status).await?;
+    let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
+    let activated_at = plan.manifest.active().and_then(|k| k.activated_at);
+    ctx.metrics
+        .reconciled(&ns, &name, activated_at, plan.next_rotation_at);
+    for _ in 0..rotations(&converged.transitions) {
+        ctx.metrics.rotated(&ns, &name);
+    }
+    Ok(())
+}
+
+/// What counts as a rotation: a key taking over from another (scheduled, requested or in an
+/// emergency); the first key of a set is none.
+pub fn rotations(transitions: &[Transition]) -> usize {
+    transitions
+        .iter()
+        .filter(|t| matches!(t, Transition::Activated { why, .. } if *why != Activation::Bootstrap))
+        .count()
+}
+
+fn already_held(set: &JwtKeySet) -> bool {
+    set.status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == "Ready" && c.reason == "RotationHeld")
+}
+
+fn held_note(manifest: &Manifest) -> String {
+    format!(
+        "rotation is due but waits: the set holds {} keys, the most it may ({}); the active key \
+         signs on until the oldest retired key expires",
+        manifest.keys.len(),
+        lifecycle::MAX_KEYS
+    )
+}
+
+/// Kubernetes serializes times to whole seconds: the condition is computed at that precision,
+/// so that what we compare with (read back from the server) can be equal and a steady state
+/// writes nothing.
+fn whole_seconds(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
+fn ready_condition(set: &JwtKeySet, converged: &Converged, alg: &str, now: Timestamp) -> Condition {
+    let manifest = &converged.plan.manifest;
+    let active = manifest.active().map(|k| k.kid.as_str()).unwrap_or("none");
+    let next = converged
+        .plan
+        .next_rotation_at
+        .map(|t| format!("; next rotation at {}", whole_seconds(t).0))
+        .unwrap_or_default();
+    if converged.plan.held_at_limit {
+        let note = held_note(manifest);
+        return condition(
+            set,
+            "True",
+            "RotationHeld",
+            format!("{alg} key {active} signs; {note}"),
+            now,
+        );
+    }
+    let held = manifest.keys.len();
+    let message = format!("{alg} key {active} signs; {held} key(s) held and published{next}");
+    condition(set, "True", "KeysReady", message, now)
+}
+
+fn condition(
+    set: &JwtKeySet,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> Condition {
+    let previous = set
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    // Kubernetes convention: lastTransitionTime moves only when status changes.
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => whole_seconds(now),
+    };
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: set.meta().generation,
+        last_transition_time,
+    }
+}
+
+fn status_for(
+    set: &JwtKeySet,
+    valid: &ValidSpec,
+    manifest: &Manifest,
+    next_rotation: Option<Timestamp>,
+    ready: Condition,
+) -> JwtKeySetStatus {
+    JwtKeySetStatus {
+        conditions: vec![ready],
+        observed_generation: set.meta().generation,
+        active_kid: manifest.active().map(|k| k.kid.clone()),
+        next_rotation_time: next_rotation.map(whole_seconds),
+        key_count: Some(manifest.keys.len() as i32),
+        secret_name: Some(valid.secret_name.clone()),
+        config_map_name: Some(valid.config_map_name.clone()),
+        jwks_key: Some(valid.jwks_key.clone()),
+        keys: manifest.keys.iter().map(KeyStatus::from).collect(),
+    }
+}
+
+/// Writes the status only when it differs from what the set shows: a steady state writes nothing.
+async fn write_status(
+    fence: &Fence,
+    set: &JwtKeySet,
+    ctx: &Context,
+    status: JwtKeySetStatus,
+) -> Result<(), Error> {
+    if set.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    fence.check()?;
+    let patch = json!({
+        "apiVersion": "jwt.keyrotator.dev/v1alpha1",
+        "kind": "JwtKeySet",
+        "status": status,
+    });
+    let sets: Api<JwtKeySet> =
+        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    sets.patch_status(
+        &set.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn publish(
+    ctx: &Context,
+    set: &JwtKeySet,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    if ctx.fence.check().is_err() {
+        return;
+    }
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &set.object_ref(&())).await {
+        warn!(set = %set.name_any(), reason, error = %e, "could not publish event");
+    }
+}
+
+/// An Event (and a log line) for each transition and each repair of the evidence.
+pub async fn events(
+    set: &JwtKeySet,
+    ctx: &Context,
+    transitions: &[Transition],
+    findings: &[Finding],
+) {
+    let name = set.name_any();
+    let notes = findings
+        .iter()
+        .map(finding_event)
+        .chain(transitions.iter().filter_map(transition_event));
+    for (type_, reason, note) in notes {
+        info!(set = %name, reason, %note, "key event");
+        publish(ctx, set, type_, reason, "Rotate", note).await;
+    }
+}
+
+fn finding_event(f: &Finding) -> (EventType, &'static str, String) {
+    let warn = EventType::Warning;
+    match f {
+        Finding::SecretMissing => (
+            warn,
+            "SecretRecreated",
+            "the Secret was missing: keys still recorded or published stay published for their \
+             retention; a key whose material was only in the Secret cannot sign any more"
+                .into(),
+        ),
+        Finding::ManifestUnusable { reason } => (
+            warn,
+            "ManifestRebuilt",
+            format!(
+                "{reason}: the keys were recovered from status.keys, the key material and the \
+                 published JWKS"
+            ),
+        ),
+        Finding::RecordCorrected { kid, what } => (
+            warn,
+            "RecordCorrected",
+            format!("record of key {kid}: {what}"),
+        ),
+        Finding::Recovered { kid } => (
+            warn,
+            "KeyRecovered",
+            format!(
+                "key {kid} was published and in the Secret but in no record: kept as retired, \
+                 published for a full retention"
+            ),
+        ),
+        Finding::Unrecorded { kid, place } => (
+            warn,
+            "UnrecordedKey",
+            format!(
+                "key {kid} in {place} was not created by this set (or expired and was \
+                 forgotten): it is not published"
+            ),
+        ),
+        Finding::FileUnreadable { file } => (
+            warn,
+            "SecretRepaired",
+            format!("{file} held no readable key: written again from the key material"),
+        ),
+        Finding::Unpublishable { kid } => (
+            warn,
+            "KeyUnpublishable",
+            format!("retired key {kid} has no public part left anywhere: it cannot be published"),
+        ),
+        Finding::TwoActive { kept, retired } => (
+            warn,
+            "TwoActiveKeys",
+            format!(
+                "keys {kept} and {retired} both claimed to be active: {kept} signs, {retired} \
+                 retired and stays published for its retention"
+            ),
+        ),
+    }
+}
+
+fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)> {
+    let normal = EventType::Normal;
+    Some(match t {
+        Transition::Published { kid } => {
+            debug!(kid, "key published");
+            return None;
+        }
+        Transition::Created { kid } => (normal, "KeyCreated", format!("generated key {kid}")),
+        Transition::Activated { kid, why } => match why {
+            Activation::Bootstrap => (normal, "KeyActivated", format!("first key {kid} signs")),
+            Activation::Scheduled => (
+                normal,
+                "KeyActivated",
+                format!("key {kid} took over on schedule"),
+            ),
+            Activation::Emergency => (
+                EventType::Warning,
+                "KeyActivated",
+                format!("key {kid} signs at once: the set had no usable active key"),
+            ),
+        },
+        Transition::Retired { kid, expires_at } => (
+            normal,
+            "KeyRetired",
+            format!("key {kid} stopped signing; stays published until {expires_at}"),
+        ),
+        Transition::Expired { kid } => (
+            normal,
+            "KeyExpired",
+            format!("key {kid} left the JWKS: no token it signed is still valid"),
+        ),
+        Transition::Revoked { kid, was_active } => (
+            EventType::Warning,
+            "KeyRevoked",
+            format!(
+                "key {kid} revoked and removed from the Secret and the JWKS{}",
+                if *was_active {
+                    "; it was the active key"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        Transition::Discarded { kid } => (
+            normal,
+            "KeyDiscarded",
+            format!("pending key {kid} dropped: the spec asks for another kind of key"),
+        ),
+        Transition::Lost { kid, state } => (
+            EventType::Warning,
+            "KeyMaterialLost",
+            format!(
+                "the Secret no longer holds the private part of {} key {kid} in any encoding",
+                state.as_str().to_lowercase()
+            ),
+        ),
+    })
+}
