@@ -1,0 +1,420 @@
+//! One test per rule of weighing the evidence (`lifecycle::weigh`), and of the convergence
+//! loop's order of writes and bounds.
+
+use std::collections::BTreeSet;
+
+use jwt_key_rotator::keys::{Algorithm, Jwks, RsaKeySize};
+use jwt_key_rotator::lifecycle::{
+    Blocked, Cluster, Evidence, Finding, KeyRecord, KeyState, MAX_KEYS, Manifest, ManifestRead,
+    NewKey, ObjectNames, WrittenNames, converge, moved, weigh,
+};
+
+use super::{Minter, all_kids, evidence, policy, settle, settle_from, t};
+
+/// ri=100s, lead=20s, propagation=5s, ttl=90s, skew=2s: retention 97s, so a retired key is
+/// still held when the next pending key comes.
+fn quick() -> jwt_key_rotator::lifecycle::Policy {
+    policy(Algorithm::ES256, 100, 20, 5, 90, 2)
+}
+
+/// A set after its first rotation: `[retired, active, pending]`, all published, at t(181).
+fn rotated(minter: &mut Minter) -> (Manifest, [String; 3]) {
+    let (p, _) = settle(&quick(), &Manifest::empty(), t(0), minter);
+    let (p, _) = settle(&quick(), &p.manifest, t(80), minter);
+    let (p, _) = settle(&quick(), &p.manifest, t(100), minter);
+    let (p, _) = settle(&quick(), &p.manifest, t(180), minter);
+    let kids = [0, 1, 2].map(|i| p.manifest.keys[i].kid.clone());
+    assert_eq!(
+        p.manifest.keys.iter().map(|k| k.state).collect::<Vec<_>>(),
+        [KeyState::Retired, KeyState::Active, KeyState::Pending]
+    );
+    (p.manifest, kids)
+}
+
+fn state(m: &Manifest, kid: &str) -> Option<KeyState> {
+    m.get(kid).map(|k| k.state)
+}
+
+fn with_manifest(mut e: Evidence, manifest: ManifestRead) -> Evidence {
+    if let Some(s) = e.secret.as_mut() {
+        s.manifest = manifest;
+    }
+    e
+}
+
+#[test]
+fn the_evidence_of_an_untouched_set_weighs_to_its_own_manifest() {
+    let mut minter = Minter::default();
+    let (m, _) = rotated(&mut minter);
+    let w = weigh(&evidence(&m, &all_kids(&m)), &quick(), t(181)).unwrap();
+    assert_eq!(w.manifest, m);
+    assert!(w.findings.is_empty(), "{:?}", w.findings);
+    assert!(w.retire_on_write.is_empty());
+}
+
+#[test]
+fn an_emptied_manifest_is_rebuilt_from_the_status_and_the_objects() {
+    let mut minter = Minter::default();
+    let (m, [retired, active, pending]) = rotated(&mut minter);
+    for broken in [
+        ManifestRead::Read(Manifest::empty()),
+        ManifestRead::Unreadable("truncated".into()),
+        ManifestRead::Absent,
+    ] {
+        let e = with_manifest(evidence(&m, &all_kids(&m)), broken.clone());
+        let w = weigh(&e, &quick(), t(181)).unwrap();
+        assert_eq!(
+            state(&w.manifest, &retired),
+            Some(KeyState::Retired),
+            "{broken:?}"
+        );
+        assert_eq!(
+            state(&w.manifest, &active),
+            Some(KeyState::Active),
+            "{broken:?}"
+        );
+        assert_eq!(
+            state(&w.manifest, &pending),
+            Some(KeyState::Pending),
+            "{broken:?}"
+        );
+        assert_eq!(
+            w.manifest.keys, m.keys,
+            "times and public parts too: {broken:?}"
+        );
+    }
+}
+
+#[test]
+fn a_record_removed_from_the_manifest_comes_back_from_the_status() {
+    let mut minter = Minter::default();
+    let (m, [_, active, _]) = rotated(&mut minter);
+    let mut edited = m.clone();
+    edited.keys.retain(|k| k.kid != active);
+    let e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Read(edited));
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert_eq!(w.manifest, m);
+}
+
+#[test]
+fn with_status_and_manifest_both_lost_a_key_in_the_secret_and_the_jwks_is_recovered_as_retired() {
+    let mut minter = Minter::default();
+    let (m, [_, active, _]) = rotated(&mut minter);
+    let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Absent);
+    e.memory.clear();
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    let k = w.manifest.get(&active).expect("kept");
+    assert_eq!(
+        k.state,
+        KeyState::Retired,
+        "it may have signed: kept as retired"
+    );
+    assert_eq!(k.retired_at, Some(t(181)));
+    assert!(
+        w.retire_on_write.contains(&active),
+        "retention counts from the repair"
+    );
+    assert!(w.findings.contains(&Finding::Recovered { kid: active }));
+}
+
+#[test]
+fn a_key_no_record_names_is_not_published_whatever_the_jwks_says() {
+    let mut minter = Minter::default();
+    let (m, _) = rotated(&mut minter);
+    let Ok(planted) = minter.mint(Algorithm::ES256, None);
+    let mut e = evidence(&m, &all_kids(&m));
+    e.published.push(planted.public_jwk.clone().unwrap());
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert!(w.manifest.get(&planted.kid).is_none());
+    assert!(
+        w.findings
+            .iter()
+            .any(|f| matches!(f, Finding::Unrecorded { kid, .. } if *kid == planted.kid))
+    );
+    // Not even when the Secret is gone and nothing else is known.
+    let only_jwks = Evidence {
+        secret: None,
+        published: vec![planted.public_jwk.clone().unwrap()],
+        memory: Vec::new(),
+    };
+    let w = weigh(&only_jwks, &quick(), t(181)).unwrap();
+    assert!(w.manifest.keys.is_empty());
+}
+
+#[test]
+fn a_jwk_whose_kid_is_not_its_thumbprint_is_no_evidence() {
+    let mut minter = Minter::default();
+    let (m, [_, active, _]) = rotated(&mut minter);
+    let mut e = evidence(&m, &all_kids(&m));
+    let mut forged = e.published[0].clone();
+    forged.kid = active.clone();
+    e.published = vec![forged];
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert!(
+        !w.observed.published.contains(&active),
+        "a forged member does not publish the key"
+    );
+}
+
+#[test]
+fn an_older_secret_restored_moves_no_key_backwards() {
+    let mut minter = Minter::default();
+    let (before, _) = rotated(&mut minter);
+    // Two more periods: k1 retires, k2 signs, k3 is pending.
+    let (p, _) = settle(&quick(), &before, t(200), &mut minter);
+    let (p, _) = settle(&quick(), &p.manifest, t(280), &mut minter);
+    let now_manifest = p.manifest;
+    let [k1, k2, k3] = [0, 1, 2].map(|i| now_manifest.keys[i].kid.clone());
+    assert_eq!(state(&now_manifest, &k2), Some(KeyState::Active));
+    // The Secret restored from t(181): k1 signs there, k2 pending; the status and JWKS are current.
+    let mut e = evidence(&before, &all_kids(&before));
+    e.memory = now_manifest.keys.clone();
+    e.published = now_manifest.public_jwks().keys;
+    let w = weigh(&e, &quick(), t(281)).unwrap();
+    assert_eq!(state(&w.manifest, &k1), Some(KeyState::Retired));
+    assert_eq!(state(&w.manifest, &k2), Some(KeyState::Active));
+    assert_eq!(state(&w.manifest, &k3), Some(KeyState::Pending));
+    assert!(
+        w.retire_on_write.contains(&k1),
+        "signers of the restored copy use k1: its retention counts from the repair"
+    );
+    assert!(
+        !w.observed.private.contains(&k3),
+        "k3's material is not in the old copy"
+    );
+}
+
+#[test]
+fn an_older_jwks_restored_makes_the_pending_key_wait_a_full_lead_again() {
+    let mut minter = Minter::default();
+    let (m, [retired, active, pending]) = rotated(&mut minter);
+    let published = BTreeSet::from([retired, active]);
+    let w = weigh(&evidence(&m, &published), &quick(), t(190)).unwrap();
+    assert_eq!(w.manifest.get(&pending).unwrap().published_at, None);
+    assert!(!w.observed.published.contains(&pending));
+}
+
+#[test]
+fn times_far_in_the_future_are_clamped_and_later_claims_win() {
+    let mut minter = Minter::default();
+    let (m, [_, active, pending]) = rotated(&mut minter);
+    let mut edited = m.clone();
+    for k in edited.keys.iter_mut() {
+        if k.kid == active {
+            k.activated_at = Some(t(10_000_000));
+        }
+        if k.kid == pending {
+            // Published "long ago": the status remembers the truth (t(180)).
+            k.published_at = Some(t(50));
+        }
+    }
+    let e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Read(edited));
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert_eq!(
+        w.manifest.get(&active).unwrap().activated_at,
+        Some(t(100)),
+        "the status's time, not the edit"
+    );
+    assert_eq!(w.manifest.get(&pending).unwrap().published_at, Some(t(180)));
+    let mut alone = e.clone();
+    alone.memory.clear();
+    let w = weigh(&alone, &quick(), t(181)).unwrap();
+    assert_eq!(w.manifest.get(&active).unwrap().activated_at, Some(t(181)));
+    assert!(
+        w.findings
+            .iter()
+            .any(|f| matches!(f, Finding::RecordCorrected { .. }))
+    );
+}
+
+#[test]
+fn a_duplicated_kid_is_one_key() {
+    let mut minter = Minter::default();
+    let (m, [_, active, _]) = rotated(&mut minter);
+    let mut edited = m.clone();
+    let copy = edited.get(&active).unwrap().clone();
+    edited.keys.push(KeyRecord {
+        state: KeyState::Pending,
+        ..copy
+    });
+    let e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Read(edited));
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert_eq!(w.manifest, m);
+}
+
+#[test]
+fn of_two_active_keys_the_one_the_status_names_signs_and_the_other_retires() {
+    let mut minter = Minter::default();
+    let (m, [_, active, pending]) = rotated(&mut minter);
+    let mut edited = m.clone();
+    for k in edited.keys.iter_mut().filter(|k| k.kid == pending) {
+        k.state = KeyState::Active;
+        k.activated_at = Some(t(181));
+    }
+    let e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Read(edited));
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert_eq!(w.manifest.active().unwrap().kid, active);
+    assert_eq!(state(&w.manifest, &pending), Some(KeyState::Retired));
+    assert!(w.retire_on_write.contains(&pending));
+}
+
+#[test]
+fn a_manifest_from_a_newer_operator_blocks_everything() {
+    let mut minter = Minter::default();
+    let (m, _) = rotated(&mut minter);
+    let e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Newer(2));
+    assert_eq!(weigh(&e, &quick(), t(181)), Err(Blocked::NewerManifest(2)));
+}
+
+#[test]
+fn a_retirement_never_confirmed_counts_from_the_next_read() {
+    let mut minter = Minter::default();
+    let (m, [retired, _, _]) = rotated(&mut minter);
+    let mut unconfirmed = m.clone();
+    for k in unconfirmed.keys.iter_mut().filter(|k| k.kid == retired) {
+        k.expires_at = None;
+    }
+    let mut e = evidence(&unconfirmed, &all_kids(&m));
+    e.memory = unconfirmed.keys.clone();
+    let w = weigh(&e, &quick(), t(120)).unwrap();
+    assert_eq!(w.manifest.get(&retired).unwrap().retired_at, Some(t(120)));
+    assert!(w.retire_on_write.contains(&retired));
+}
+
+#[test]
+fn a_retired_key_with_no_public_part_anywhere_is_dropped_and_said() {
+    let mut minter = Minter::default();
+    let (m, [retired, _, _]) = rotated(&mut minter);
+    let mut e = evidence(&m, &all_kids(&m));
+    for k in e.memory.iter_mut().filter(|k| k.kid == retired) {
+        k.public_jwk = None;
+    }
+    let mut edited = m.clone();
+    for k in edited.keys.iter_mut().filter(|k| k.kid == retired) {
+        k.public_jwk = None;
+    }
+    e = with_manifest(e, ManifestRead::Read(edited));
+    e.published.retain(|k| k.kid != retired);
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert!(w.manifest.get(&retired).is_none());
+    assert!(
+        w.findings
+            .contains(&Finding::Unpublishable { kid: retired })
+    );
+}
+
+#[test]
+fn the_secret_lost_with_the_status_kept_keeps_every_published_key() {
+    let mut minter = Minter::default();
+    let (m, [retired, active, pending]) = rotated(&mut minter);
+    let mut e = evidence(&m, &all_kids(&m));
+    e.secret = None;
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert!(w.findings.contains(&Finding::SecretMissing));
+    for kid in [&retired, &active, &pending] {
+        assert!(w.manifest.get(kid).is_some(), "{kid} still known");
+    }
+    assert!(w.observed.private.is_empty());
+    // The planner then retires the active key (published for its retention) and one signs.
+    let (p, _) = settle_from(&quick(), &e, t(181), &mut minter);
+    assert_eq!(state(&p.manifest, &active), Some(KeyState::Retired));
+    assert!(
+        p.manifest.get(&pending).is_none(),
+        "a pending key without material never signed"
+    );
+    assert_ne!(p.manifest.active().unwrap().kid, active);
+}
+
+#[test]
+fn moving_a_name_workloads_mount_is_refused() {
+    let wanted = ObjectNames {
+        secret: "s".into(),
+        config_map: "c".into(),
+        jwks_key: "new.json".into(),
+    };
+    let written = WrittenNames {
+        secret: Some("s".into()),
+        config_map: Some("c".into()),
+        jwks_key: Some("jwks.json".into()),
+    };
+    let m = moved(&written, &wanted).expect("refused");
+    assert_eq!(m.field, "spec.jwks.key");
+    assert_eq!(
+        moved(&WrittenNames::default(), &wanted),
+        None,
+        "nothing written yet"
+    );
+}
+
+/// Records the order of writes.
+struct Recorder<'m> {
+    minter: &'m mut Minter,
+    writes: Vec<(&'static str, BTreeSet<String>)>,
+}
+
+impl Cluster for Recorder<'_> {
+    type Error = &'static str;
+    fn now(&mut self) -> jiff::Timestamp {
+        t(0)
+    }
+    fn mint(&mut self, alg: Algorithm, size: Option<RsaKeySize>) -> Result<NewKey, &'static str> {
+        let Ok(k) = self.minter.mint(alg, size);
+        Ok(k)
+    }
+    async fn store(&mut self, manifest: &Manifest) -> Result<(), &'static str> {
+        let active = manifest
+            .active()
+            .map(|k| k.kid.clone())
+            .into_iter()
+            .collect();
+        self.writes.push(("store", active));
+        Ok(())
+    }
+    async fn publish(&mut self, jwks: &Jwks) -> Result<(), &'static str> {
+        self.writes
+            .push(("publish", jwks.keys.iter().map(|k| k.kid.clone()).collect()));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_key_that_must_sign_at_once_is_published_before_the_secret_names_it() {
+    let mut minter = Minter::default();
+    let mut cluster = Recorder {
+        minter: &mut minter,
+        writes: Vec::new(),
+    };
+    let fresh = Evidence::default();
+    let c = futures::executor::block_on(converge(&mut cluster, &quick(), &fresh)).unwrap();
+    let kid = c.plan.manifest.active().unwrap().kid.clone();
+    assert_eq!(
+        cluster.writes[0],
+        ("publish", BTreeSet::from([kid.clone()]))
+    );
+    assert_eq!(cluster.writes[1], ("store", BTreeSet::from([kid])));
+}
+
+#[test]
+fn at_the_key_limit_no_key_is_generated_and_the_rotation_waits() {
+    let mut minter = Minter::default();
+    let (mut m, _) = rotated(&mut minter);
+    m.keys.retain(|k| k.state == KeyState::Active);
+    let active = m.keys[0].clone();
+    for i in 0..MAX_KEYS - 1 {
+        let Ok(k) = minter.mint(Algorithm::ES256, None);
+        m.keys.push(KeyRecord {
+            kid: k.kid,
+            state: KeyState::Retired,
+            retired_at: Some(t(150 + i as i64)),
+            expires_at: Some(t(1000)),
+            public_jwk: k.public_jwk,
+            ..active.clone()
+        });
+    }
+    let minted = minter.minted;
+    let (p, transitions) = settle(&quick(), &m, t(185), &mut minter);
+    assert_eq!(minter.minted, minted, "no key generated");
+    assert!(p.held_at_limit);
+    assert!(transitions.is_empty(), "{transitions:?}");
+    assert_eq!(p.wake_at, t(1000), "the first expiry frees a place");
+}
