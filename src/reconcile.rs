@@ -492,12 +492,7 @@ async fn sync(
     let status = status_for(set, valid, &plan.manifest, plan.next_rotation_at, ready);
     write_status(&ctx.fence, set, sets, status).await?;
     let name = set.name_any();
-    ctx.metrics.reconciled(
-        ns,
-        &name,
-        plan.manifest.active().and_then(|k| k.activated_at),
-        plan.next_rotation_at,
-    );
+    ctx.metrics.reconciled(ns, &name);
     for t in &transitions {
         if matches!(t, Transition::Activated { why, .. } if *why != Activation::Bootstrap) {
             ctx.metrics.rotated(ns, &name);
