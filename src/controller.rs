@@ -4,10 +4,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
@@ -16,8 +15,6 @@ use crate::api::JwtKeySet;
 use crate::leader::Fence;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Clock, Context, MANAGED_BY_LABEL, MANAGER};
-
-const PRUNE_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Reconciles JwtKeySets in `namespaces` (all namespaces when empty) until `shutdown`.
 pub async fn run(
@@ -47,34 +44,27 @@ pub async fn run(
     } else {
         namespaces.into_iter().map(Some).collect()
     };
-    let controllers = scopes.into_iter().map(|ns| {
-        info!(
-            namespace = ns.as_deref().unwrap_or("<all>"),
-            "watching JwtKeySets"
-        );
-        let sets: Api<JwtKeySet> = scoped(&client, ns.as_deref());
-        let secrets: Api<Secret> = scoped(&client, ns.as_deref());
-        let maps: Api<ConfigMap> = scoped(&client, ns.as_deref());
-        // Only our own objects are watched (and cached): never every Secret in the cluster.
-        let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-        let controller = Controller::new(sets, watcher::Config::default())
-            .owns(secrets, ours.clone())
-            .owns(maps, ours);
-        // Deleted sets (without a finalizer no reconcile sees them go) leave the metrics.
-        let store = controller.store();
-        let pruned = metrics.clone();
-        let scope = ns.clone();
-        let pruner = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(PRUNE_PERIOD).await;
-                pruned.retain(|l| {
-                    scope.as_ref().is_some_and(|s| *s != l.namespace)
-                        || store
-                            .get(&ObjectRef::new(&l.name).within(&l.namespace))
-                            .is_some()
-                });
-            }
-        });
+    let controllers: Vec<Controller<JwtKeySet>> = scopes
+        .into_iter()
+        .map(|ns| {
+            info!(
+                namespace = ns.as_deref().unwrap_or("<all>"),
+                "watching JwtKeySets"
+            );
+            let sets: Api<JwtKeySet> = scoped(&client, ns.as_deref());
+            let secrets: Api<Secret> = scoped(&client, ns.as_deref());
+            let maps: Api<ConfigMap> = scoped(&client, ns.as_deref());
+            // Only our own objects are watched (and cached): never every Secret in the cluster.
+            let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+            Controller::new(sets, watcher::Config::default())
+                .owns(secrets, ours.clone())
+                .owns(maps, ours)
+        })
+        .collect();
+    // Per-set series are read from these watch caches at scrape time, and only while this
+    // replica runs the controllers: a deleted set, or a standby, reports none.
+    let _observing = metrics.observe(controllers.iter().map(Controller::store).collect());
+    let running = controllers.into_iter().map(|controller| {
         controller
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
@@ -84,9 +74,8 @@ pub async fn run(
                     Err(e) => warn!(error = %e, "controller"),
                 }
             })
-            .map(move |()| pruner.abort())
     });
-    futures::future::join_all(controllers).await;
+    futures::future::join_all(running).await;
     info!("shut down");
 }
 

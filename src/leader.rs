@@ -274,8 +274,6 @@ pub async fn run_while_leader<W, Fut>(
         };
         fence.close();
         metrics.set_leader(false);
-        // Only the leader reports per-set figures.
-        metrics.retain(|_| false);
         match stop {
             Stop::Shutdown => {
                 // The fence is closed, so the work cannot write any more: hand the Lease over at

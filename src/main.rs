@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
                     metrics: metrics.clone(),
                     ready: ready.clone(),
                 };
-                http::serve(metrics_addr, endpoints).await?;
+                http::serve(metrics_addr, endpoints, http::Limits::default()).await?;
                 let client = kube::Client::try_default().await?;
                 let version = client.apiserver_version().await?;
                 info!(server = %version.git_version, "connected to the Kubernetes API server");

@@ -115,9 +115,8 @@ pub async fn converged(
     let status = status_for(set, valid, &plan.manifest, plan.next_rotation_at, ready);
     write_status(&ctx.fence, set, ctx, status).await?;
     let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
-    let activated_at = plan.manifest.active().and_then(|k| k.activated_at);
-    ctx.metrics
-        .reconciled(&ns, &name, activated_at, plan.next_rotation_at);
+    // The gauges are read from the status just written, in the watch cache.
+    ctx.metrics.reconciled(&ns, &name);
     for _ in 0..rotations(&converged.transitions) {
         ctx.metrics.rotated(&ns, &name);
     }

@@ -253,16 +253,19 @@ pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Wei
         .map(|f| f.kid.as_str())
         .chain(named_signing.filter(|k| found.contains_key(k)))
         .collect();
-    one_active(
-        &mut records,
-        &mut retire_on_write,
-        &remembered_active,
-        &signing,
-        &found.keys().copied().collect(),
-        policy,
-        now,
-        &mut findings,
-    );
+    // A key that may sign beats one that may not (revoked, or no material left); then the
+    // status's choice (a restored Secret is older than the status); then what signers use now
+    // (the status lags the Secret by a pass); then the latest activated.
+    let rank = |r: &KeyRecord| {
+        (
+            !policy.revoked_kids.contains(&r.kid) && found.contains_key(r.kid.as_str()),
+            remembered_active.contains(r.kid.as_str()),
+            signing.contains(r.kid.as_str()),
+            r.activated_at,
+            r.kid.clone(),
+        )
+    };
+    one_active(&mut records, &mut retire_on_write, rank, now, &mut findings);
     for kid in &signing {
         if records
             .get(*kid)
@@ -496,14 +499,11 @@ fn attach_public_part(
     }
 }
 
-/// Rule 7: exactly one active key among the records, if any claims to be.
-fn one_active(
+/// Rule 7: exactly one active key among the records, the first by `rank`.
+fn one_active<R: Ord>(
     records: &mut BTreeMap<String, KeyRecord>,
     retire_on_write: &mut BTreeSet<String>,
-    remembered_active: &BTreeSet<&str>,
-    signing: &BTreeSet<&str>,
-    with_material: &BTreeSet<&str>,
-    policy: &Policy,
+    rank: impl Fn(&KeyRecord) -> R,
     now: Timestamp,
     findings: &mut Vec<Finding>,
 ) {
@@ -514,18 +514,6 @@ fn one_active(
     if actives.len() < 2 {
         return;
     }
-    // A key that may sign beats one that may not (revoked, or no material left); then the
-    // status's choice (a restored Secret is older than the status); then what signers use now
-    // (the status lags the Secret by a pass); then the latest activated.
-    let rank = |r: &KeyRecord| {
-        (
-            !policy.revoked_kids.contains(&r.kid) && with_material.contains(r.kid.as_str()),
-            remembered_active.contains(r.kid.as_str()),
-            signing.contains(r.kid.as_str()),
-            r.activated_at,
-            r.kid.clone(),
-        )
-    };
     let Some(kept) = actives
         .iter()
         .max_by_key(|r| rank(r))
