@@ -416,16 +416,17 @@ async fn a_spec_only_the_controller_can_refuse_changes_nothing_that_exists() {
     f.ready("web").await;
     let secret_before = f.secrets.get("web-signing-keys").await.unwrap();
     let map_before = f.maps.get("web-jwks").await.unwrap();
-    // CEL would refuse this at admission on a newer API server; 1.20 accepts it.
+    // The schema admits a zero tokenTTL (its pattern is any duration); only the controller
+    // refuses it.
     f.apply(
         "web",
-        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "2h"}),
+        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m", "tokenTTL": "0s"}),
     )
     .await;
     let set = f.wait_condition("web", "False", "InvalidSpec").await;
     let message = set.status.as_ref().unwrap().conditions[0].message.clone();
     assert!(
-        message.contains("spec.publishLead"),
+        message.contains("spec.tokenTTL"),
         "the field is named: {message}"
     );
     assert_eq!(
