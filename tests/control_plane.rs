@@ -283,7 +283,6 @@ async fn every_cel_rule_of_the_crd_has_a_row_and_is_enforced_at_admission() {
             .iter()
             .find(|r| r.rule == rule)
             .unwrap_or_else(|| panic!("row {i}: rule {rule:?} is not in crds/: remove the row"));
-        // The same spec with the rule's cause removed is accepted: the row breaks this rule only.
         let err = api
             .create(
                 &PostParams::default(),
@@ -294,6 +293,8 @@ async fn every_cel_rule_of_the_crd_has_a_row_and_is_enforced_at_admission() {
         match err {
             kube::Error::Api(status) => {
                 assert_eq!(status.code, 422, "{spec}: {status:?}");
+                let causes = status.details.as_ref().map(|d| d.causes.len());
+                assert_eq!(causes, Some(1), "{spec} breaks one rule only: {status:?}");
                 assert!(
                     status.message.contains(&format!("{field}: Invalid value"))
                         && status.message.contains(&declared.message),
