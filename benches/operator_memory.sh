@@ -22,8 +22,9 @@ CP=$!
 for _ in $(seq 1 900); do [ -f "$DIR/cp/ready" ] && break; sleep 0.2; done
 [ -f "$DIR/cp/ready" ] || { tail "$DIR/up.log"; exit 1; }
 export KUBECONFIG="$DIR/cp/kubeconfig"
-kc() { kubectl "$@" 2>/dev/null; }
-target/release/jwt-key-rotator crd | kc apply --validate=false -f - >/dev/null
+KUBECTL="$(bash tests/control-plane/which.sh kubectl)"
+kc() { "$KUBECTL" "$@" 2>/dev/null; }
+kc apply -f crds/ >/dev/null
 kc wait --for condition=established crd/jwtkeysets.jwt.keyrotator.dev >/dev/null
 
 target/release/jwt-key-rotator run --metrics-addr 127.0.0.1:0 >"$DIR/operator.log" 2>&1 &

@@ -1,5 +1,7 @@
-//! Proof that the test control plane is a real one: the API server enforces the CRD's schema,
-//! applies its defaults, serves watches, refuses stale writes and collects garbage.
+//! Proof that the test control plane is a real one and that the CRD works on it as on a
+//! user's cluster: the API server accepts the CRD as `kubectl apply` sends it, enforces its
+//! schema and every CEL rule at admission, applies its defaults, serves watches, refuses stale
+//! writes and collects garbage.
 
 mod support;
 
@@ -30,6 +32,21 @@ fn object(name: &str, spec: serde_json::Value) -> DynamicObject {
     .expect("test object")
 }
 
+/// Creates a set with this spec and returns the API server's refusal: 422 Invalid.
+async fn refused_as_invalid(
+    api: &Api<DynamicObject>,
+    name: &str,
+    spec: &serde_json::Value,
+) -> kube::core::Status {
+    match api
+        .create(&PostParams::default(), &object(name, spec.clone()))
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 422 => *status,
+        other => panic!("{spec}: expected 422 Invalid, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn the_api_server_refuses_a_set_that_violates_the_schema_and_names_the_field() {
     let client = support::client().await;
@@ -46,24 +63,12 @@ async fn the_api_server_refuses_a_set_that_violates_the_schema_and_names_the_fie
         (json!({"secretName": "Bad_Name"}), "spec.secretName"),
     ];
     for (i, (spec, field)) in cases.into_iter().enumerate() {
-        let err = api
-            .create(
-                &PostParams::default(),
-                &object(&format!("bad-{i}"), spec.clone()),
-            )
-            .await
-            .expect_err(&format!("{spec} must be refused"));
-        match err {
-            kube::Error::Api(status) => {
-                assert_eq!(status.code, 422, "{spec}: {status:?}");
-                assert!(
-                    status.message.contains(field),
-                    "{spec}: message {:?} does not name {field}",
-                    status.message
-                );
-            }
-            other => panic!("{spec}: expected 422 Invalid, got {other}"),
-        }
+        let status = refused_as_invalid(&api, &format!("bad-{i}"), &spec).await;
+        assert!(
+            status.message.contains(field),
+            "{spec}: message {:?} does not name {field}",
+            status.message
+        );
     }
     let list = api.list(&ListParams::default()).await.unwrap();
     assert!(list.items.is_empty(), "nothing invalid was stored");
@@ -125,8 +130,6 @@ async fn a_write_with_a_stale_resource_version_gets_409_conflict() {
     );
 }
 
-/// Kubernetes 1.20 with its vendored reflect2 crashes under Go >= 1.18 the first time custom
-/// resources are created; setup.sh replaces it. This keeps that regression from hiding.
 #[tokio::test]
 async fn custom_resources_are_created_updated_and_listed_repeatedly() {
     let client = support::client().await;
@@ -198,4 +201,137 @@ async fn garbage_collection_removes_what_a_deleted_set_owned() {
         },
     )
     .await;
+}
+
+/// Every CEL rule of the CRD, with a spec that breaks it and the field the API server must
+/// name. A rule added to the CRD without a row here fails
+/// `every_cel_rule_of_the_crd_has_a_row_and_is_enforced_at_admission`: add its row.
+fn cel_rule_rows() -> Vec<(&'static str, serde_json::Value, &'static str)> {
+    vec![
+        (
+            "!has(self.keySize) || self.algorithm.startsWith('RS') || self.algorithm.startsWith('PS')",
+            json!({"algorithm": "ES256", "keySize": 2048}),
+            "spec.keySize",
+        ),
+        (
+            "duration(self.publishLead) < duration(self.rotationInterval)",
+            json!({"rotationInterval": "1h", "publishLead": "1h"}),
+            "spec.publishLead",
+        ),
+        (
+            "duration(self.publishLead) >= duration(self.propagationDelay)",
+            json!({"publishLead": "1m", "propagationDelay": "2m"}),
+            "spec.publishLead",
+        ),
+        (
+            "duration(self.propagationDelay).getSeconds() + duration(self.tokenTTL).getSeconds() + duration(self.clockSkew).getSeconds() <= 16 * duration(self.rotationInterval).getSeconds()",
+            // The example: a valid-looking spec that would hold millions of keys.
+            json!({"rotationInterval": "2s", "publishLead": "1s", "propagationDelay": "0s", "tokenTTL": "87599h"}),
+            "spec.tokenTTL",
+        ),
+    ]
+}
+
+/// A CEL rule as the CRD in crds/ declares it.
+struct CelRule {
+    rule: String,
+    message: String,
+}
+
+/// Every `x-kubernetes-validations` rule anywhere in the checked-in CRD's schemas.
+fn crd_cel_rules() -> Vec<CelRule> {
+    fn walk(schema: &serde_json::Value, rules: &mut Vec<CelRule>) {
+        match schema {
+            serde_json::Value::Object(map) => {
+                for rule in map
+                    .get("x-kubernetes-validations")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    rules.push(CelRule {
+                        rule: rule["rule"].as_str().unwrap_or_default().to_string(),
+                        message: rule["message"].as_str().unwrap_or_default().to_string(),
+                    });
+                }
+                map.values().for_each(|v| walk(v, rules));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, rules)),
+            _ => {}
+        }
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/jwtkeysets.jwt.keyrotator.dev.yaml"
+    );
+    let crd: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).expect("crds/ is readable"))
+            .expect("crds/ is YAML");
+    let mut rules = vec![];
+    walk(&crd["spec"]["versions"], &mut rules);
+    rules
+}
+
+#[tokio::test]
+async fn every_cel_rule_of_the_crd_has_a_row_and_is_enforced_at_admission() {
+    let rows = cel_rule_rows();
+    let rules = crd_cel_rules();
+    assert!(!rules.is_empty(), "the CRD has CEL rules");
+    for rule in &rules {
+        assert!(
+            rows.iter().any(|(r, _, _)| *r == rule.rule),
+            "CEL rule {:?} of crds/ has no row in cel_rule_rows(): add one that breaks it",
+            rule.rule
+        );
+    }
+    let client = support::client().await;
+    let ns = support::namespace(&client, "cel").await;
+    let api = dynamic(&client, &ns);
+    for (i, (rule, spec, field)) in rows.into_iter().enumerate() {
+        let declared = rules
+            .iter()
+            .find(|r| r.rule == rule)
+            .unwrap_or_else(|| panic!("row {i}: rule {rule:?} is not in crds/: remove the row"));
+        let status = refused_as_invalid(&api, &format!("cel-{i}"), &spec).await;
+        let causes = status.details.as_ref().map(|d| d.causes.len());
+        assert_eq!(causes, Some(1), "{spec} breaks {rule:?} only: {status:?}");
+        assert!(
+            status.message.contains(&format!("{field}: Invalid value"))
+                && status.message.contains(&declared.message),
+            "{spec}: the server's message {:?} does not name {field} with the rule's message {:?}",
+            status.message,
+            declared.message
+        );
+    }
+    let list = api.list(&ListParams::default()).await.unwrap();
+    assert!(list.items.is_empty(), "nothing invalid was stored");
+}
+
+#[tokio::test]
+async fn kubectl_applies_the_crd_server_side_without_a_warning() {
+    // A server-side dry run runs every check of a real apply: the structural schema, CEL
+    // compilation and its cost budget; a warning would be printed on stderr. (The client-side
+    // `kubectl apply -f crds/` of a user's first install runs on a fresh server in
+    // tests/control-plane/smoke-test.sh: here the CRD exists already.)
+    support::client().await;
+    let apply = ["apply", "--server-side", "-f", "crds/", "--dry-run=server"];
+    let out = support::kubectl(&apply);
+    assert!(
+        out.success,
+        "kubectl {}: {}{}",
+        apply.join(" "),
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stdout
+            .contains("jwtkeysets.jwt.keyrotator.dev serverside-applied"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stderr.contains("Warning"),
+        "kubectl warned: {}",
+        out.stderr
+    );
 }

@@ -75,6 +75,22 @@ impl Fixture {
             .unwrap_or_default()
     }
 
+    /// Removes data entries from the set's Secret, as `kubectl edit` would.
+    async fn remove_secret_entries(&self, name: &str, entries: &[&str]) {
+        let ops: Vec<_> = entries
+            .iter()
+            .map(|e| json!({"op": "remove", "path": format!("/data/{e}")}))
+            .collect();
+        self.secrets
+            .patch(
+                &format!("{name}-signing-keys"),
+                &PatchParams::default(),
+                &Patch::<()>::Json(serde_json::from_value(json!(ops)).unwrap()),
+            )
+            .await
+            .unwrap();
+    }
+
     async fn manifest(&self, name: &str) -> Manifest {
         Manifest::from_json(&self.secret_data(name).await["manifest.json"].0).unwrap()
     }
@@ -416,16 +432,17 @@ async fn a_spec_only_the_controller_can_refuse_changes_nothing_that_exists() {
     f.ready("web").await;
     let secret_before = f.secrets.get("web-signing-keys").await.unwrap();
     let map_before = f.maps.get("web-jwks").await.unwrap();
-    // CEL would refuse this at admission on a newer API server; 1.20 accepts it.
+    // The schema admits a zero tokenTTL (its pattern is any duration); only the controller
+    // refuses it.
     f.apply(
         "web",
-        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "2h"}),
+        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m", "tokenTTL": "0s"}),
     )
     .await;
     let set = f.wait_condition("web", "False", "InvalidSpec").await;
     let message = set.status.as_ref().unwrap().conditions[0].message.clone();
     assert!(
-        message.contains("spec.publishLead"),
+        message.contains("spec.tokenTTL"),
         "the field is named: {message}"
     );
     assert_eq!(
@@ -764,21 +781,40 @@ async fn a_config_map_it_does_not_own_blocks_a_public_set_and_is_ignored_by_a_sy
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_private_key_file_deleted_from_the_secret_is_replaced_by_a_new_key_at_once() {
+async fn a_private_pem_deleted_from_the_secret_is_written_again_and_the_key_signs_on() {
+    let f = Fixture::new("repair").await;
+    f.apply("web", json!({"algorithm": "ES256", "tokenTTL": "1h"}))
+        .await;
+    f.ready("web").await;
+    let before = f.secret_data("web").await;
+    let first = text(&before, "kid");
+    // private.jwk.json still holds the key: nothing is lost, the derived file is repaired.
+    f.remove_secret_entries("web", &["private.pem", "public.pem"])
+        .await;
+    eventually("private.pem written again", READY_DEADLINE, || async {
+        let data = f.secret_data("web").await;
+        (data.get("private.pem") == before.get("private.pem")
+            && data.get("public.pem") == before.get("public.pem"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        text(&f.secret_data("web").await, "kid"),
+        first,
+        "the same key signs"
+    );
+    assert_eq!(f.manifest("web").await.active().unwrap().kid, first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_whose_every_encoding_is_deleted_is_lost_and_another_signs_at_once() {
     let f = Fixture::new("lost").await;
     f.apply("web", json!({"algorithm": "ES256", "tokenTTL": "1h"}))
         .await;
     f.ready("web").await;
     let first = text(&f.secret_data("web").await, "kid");
-    let patch = json!([{"op": "remove", "path": "/data/private.pem"}]);
-    f.secrets
-        .patch(
-            "web-signing-keys",
-            &PatchParams::default(),
-            &Patch::<()>::Json(serde_json::from_value(patch).unwrap()),
-        )
-        .await
-        .unwrap();
+    f.remove_secret_entries("web", &["private.pem", "private.jwk.json"])
+        .await;
     let second = eventually("a complete new active key", READY_DEADLINE, || async {
         let data = f.secret_data("web").await;
         let kid = String::from_utf8(data.get("kid")?.0.clone()).ok()?;

@@ -1,10 +1,11 @@
-//! Installing the operator: the Helm chart linted, rendered and installed with real Helm 4
-//! (tests/helm/helm.py, on Helm's Go SDK), its RBAC proven least-privilege by running the
-//! operator binary with exactly the chart's ServiceAccount token, arguments and environment,
-//! and deploy/ kept equal to the chart's defaults.
+//! Installing the operator: the Helm chart linted, rendered, installed, upgraded and
+//! uninstalled with the real `helm` CLI and its defaults (server-side apply), its RBAC proven
+//! least-privilege by running the operator binary with exactly the chart's ServiceAccount
+//! token, arguments and environment, its admission policy proven to confine that identity's
+//! writes to its own objects, and deploy/ kept equal to the chart's defaults.
 //!
-//! Needs python3 with helm-python-sdk (`python3 -m pip install helm-python-sdk==0.2.2`) and
-//! kubectl; without them these tests fail, saying so.
+//! `helm` and `kubectl` are the ones tests/control-plane/setup.sh builds; without them these
+//! tests fail, saying so.
 
 mod support;
 
@@ -13,11 +14,11 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use jwt_key_rotator::api::JwtKeySet;
-use jwt_key_rotator::reconcile::RETAIN_FINALIZER;
+use jwt_key_rotator::reconcile::{MANAGED_BY_LABEL, MANAGER, RETAIN_FINALIZER};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -35,11 +36,7 @@ use support::{Operator, eventually};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/jwt-key-rotator");
-const HELM_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helm/helm.py");
 const RENDER_DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helm/render_deploy.py");
-const PIP_INSTALL: &str = "python3 -m pip install helm-python-sdk==0.2.2";
-/// helm.py's exit status when Helm's Python SDK cannot be imported.
-const EXIT_NO_HELM: i32 = 3;
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The install tests each run an operator out of cluster; one of them watches every
@@ -60,35 +57,30 @@ fn one_operator_at_a_time(test: impl std::future::Future<Output = ()>) {
 
 // ---- Helm ----------------------------------------------------------------------------------
 
-/// Runs `helm.py ARGS`: its stdout, or its stderr when it fails. Fails the test at once when
-/// Helm's Python SDK is not installed.
+/// Runs the real `helm ARGS`: its stdout, or what it printed when it fails. Helm's own
+/// configuration and cache stay under the target directory.
 fn helm(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("python3")
-        .arg(HELM_PY)
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    let helm = HELM.get_or_init(|| support::tool("helm"));
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm");
+    let out = Command::new(helm)
         .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
         .output()
-        .unwrap_or_else(|e| panic!("could not run python3 {HELM_PY}: {e} (is python3 installed?)"));
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.code() == Some(EXIT_NO_HELM) {
-        panic!("these tests need Helm's Python SDK; install it with:\n  {PIP_INSTALL}\n{stderr}");
-    }
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", helm.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(stdout)
     } else {
-        Err(stderr)
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
     }
 }
 
 /// `helm template` of the chart with these `--set` values, as YAML documents.
 fn template(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
-    let mut args = vec![
-        "template",
-        CHART,
-        "--release",
-        release,
-        "--namespace",
-        namespace,
-    ];
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -103,13 +95,14 @@ fn template(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>,
     Ok(documents)
 }
 
-fn install(release: &str, namespace: &str, sets: &[&str]) {
+/// `helm install` or `helm upgrade` of the chart into the test control plane, with Helm's
+/// defaults: server-side apply, and no waiting for the Deployment (no node runs its pod).
+fn release_with(verb: &str, release: &str, namespace: &str, sets: &[&str]) {
     let kubeconfig = support::control_plane().kubeconfig.display().to_string();
     let mut args = vec![
-        "install",
-        CHART,
-        "--release",
+        verb,
         release,
+        CHART,
         "--namespace",
         namespace,
         "--kubeconfig",
@@ -118,21 +111,24 @@ fn install(release: &str, namespace: &str, sets: &[&str]) {
     for set in sets {
         args.extend(["--set", set]);
     }
-    helm(&args).unwrap_or_else(|e| panic!("helm install {release} failed:\n{e}"));
+    helm(&args).unwrap_or_else(|e| panic!("helm {verb} {release} failed:\n{e}"));
+}
+
+fn install(name: &str, namespace: &str, sets: &[&str]) {
+    release_with("install", name, namespace, sets);
 }
 
 fn uninstall(release: &str, namespace: &str) {
     let kubeconfig = support::control_plane().kubeconfig.display().to_string();
-    let args = [
+    helm(&[
         "uninstall",
-        "--release",
         release,
         "--namespace",
         namespace,
         "--kubeconfig",
-    ];
-    helm(&[&args[..], &[kubeconfig.as_str()]].concat())
-        .unwrap_or_else(|e| panic!("helm uninstall {release} failed:\n{e}"));
+        &kubeconfig,
+    ])
+    .unwrap_or_else(|e| panic!("helm uninstall {release} failed:\n{e}"));
 }
 
 fn find<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -249,6 +245,123 @@ fn assert_forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Erro
             "{what}: expected 403 Forbidden for the operator's ServiceAccount, got {other:?}"
         ),
     }
+}
+
+// ---- the admission policy ------------------------------------------------------------------
+
+/// Fails unless `result` is a refusal by the chart's ValidatingAdmissionPolicy whose message
+/// contains `message`.
+fn assert_refused_by_policy<T: std::fmt::Debug>(
+    what: &str,
+    message: &str,
+    result: Result<T, kube::Error>,
+) {
+    match result {
+        Err(kube::Error::Api(status))
+            if status.code == 403
+                && status.message.contains("ValidatingAdmissionPolicy")
+                && status.message.contains(message) => {}
+        other => {
+            panic!("{what}: expected the admission policy's refusal ({message}), got {other:?}")
+        }
+    }
+}
+
+fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        data: Some([("k".to_string(), "v".to_string())].into()),
+        ..ConfigMap::default()
+    }
+}
+
+/// The operator's identity may create and update its own ConfigMaps (labelled as its own),
+/// and none other: neither create a foreign one, nor change one, nor relabel one into its
+/// ownership, nor strip its own of their label. RBAC alone would allow every one of these.
+async fn writes_are_confined_to_own_objects(admin: &Client, as_operator: &Client, ns: &str) {
+    const OWN: (&str, &str) = (MANAGED_BY_LABEL, MANAGER);
+    let maps: Api<ConfigMap> = Api::namespaced(as_operator.clone(), ns);
+    let admin_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
+    // The API server loads a new policy within moments of its creation.
+    eventually(
+        "the admission policy to take effect",
+        READY_DEADLINE,
+        || async {
+            match maps
+                .create(&PostParams::default(), &config_map("probe", &[]))
+                .await
+            {
+                Ok(_) => {
+                    admin_maps
+                        .delete("probe", &DeleteParams::default())
+                        .await
+                        .ok()?;
+                    None
+                }
+                Err(kube::Error::Api(s)) if s.code == 403 => Some(()),
+                Err(e) => panic!("creating a foreign ConfigMap as the operator: {e}"),
+            }
+        },
+    )
+    .await;
+    assert_refused_by_policy(
+        "create a foreign ConfigMap",
+        "may create only",
+        maps.create(&PostParams::default(), &config_map("foreign", &[]))
+            .await,
+    );
+    let foreign = admin_maps
+        .create(&PostParams::default(), &config_map("foreign", &[]))
+        .await
+        .unwrap();
+    let mut changed = foreign.clone();
+    changed.data = Some([("k".to_string(), "planted".to_string())].into());
+    assert_refused_by_policy(
+        "update a foreign ConfigMap",
+        "may update or delete only its own",
+        maps.replace("foreign", &PostParams::default(), &changed)
+            .await,
+    );
+    let mut relabelled = foreign;
+    relabelled.metadata.labels = Some([(OWN.0.to_string(), OWN.1.to_string())].into());
+    assert_refused_by_policy(
+        "relabel a foreign ConfigMap into its ownership",
+        "may update or delete only its own",
+        maps.replace("foreign", &PostParams::default(), &relabelled)
+            .await,
+    );
+
+    let own = maps
+        .create(&PostParams::default(), &config_map("own", &[OWN]))
+        .await
+        .expect("the operator creates a ConfigMap labelled as its own");
+    let mut updated = own.clone();
+    updated.data = Some([("k".to_string(), "v2".to_string())].into());
+    let updated = maps
+        .replace("own", &PostParams::default(), &updated)
+        .await
+        .expect("the operator updates its own ConfigMap");
+    let mut stripped = updated;
+    stripped.metadata.labels = None;
+    assert_refused_by_policy(
+        "strip its own ConfigMap of its label",
+        "may not give up",
+        maps.replace("own", &PostParams::default(), &stripped).await,
+    );
+    assert_eq!(
+        admin_maps.get("foreign").await.unwrap().data,
+        Some([("k".to_string(), "v".to_string())].into()),
+        "the foreign ConfigMap is as it was"
+    );
 }
 
 // ---- the operator as the chart runs it ------------------------------------------------------
@@ -578,7 +691,26 @@ fn chart_renders_what_its_values_say() {
             "RoleBinding/ops",
             "Service/ops",
             "ServiceAccount/ops",
+            "ValidatingAdmissionPolicy/",
+            "ValidatingAdmissionPolicyBinding/",
         ]
+    );
+    let policy = find(
+        &docs,
+        "ValidatingAdmissionPolicy",
+        "jwt-key-rotator-own-objects-only",
+    );
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == 'system:serviceaccount:ops:jwt-key-rotator'"
+    );
+    assert_eq!(
+        find(
+            &docs,
+            "ValidatingAdmissionPolicyBinding",
+            "jwt-key-rotator-own-objects-only"
+        )["spec"],
+        json!({"policyName": "jwt-key-rotator-own-objects-only", "validationActions": ["Deny"]})
     );
     assert_eq!(
         find(&docs, "ClusterRole", "jwt-key-rotator")["rules"],
@@ -688,6 +820,8 @@ fn chart_renders_what_its_values_say() {
             "RoleBinding/team-b",
             "Service/ops",
             "ServiceAccount/ops",
+            "ValidatingAdmissionPolicy/",
+            "ValidatingAdmissionPolicyBinding/",
         ]
     );
     for namespace in ["team-a", "team-b"] {
@@ -734,6 +868,16 @@ fn chart_renders_what_its_values_say() {
             .unwrap()
             .contains(&json!("--leader-election")),
         "{args}"
+    );
+
+    // The admission policy is on by default, and can be left out.
+    let docs = template("rot", "ops", &["admissionPolicy.enabled=false"]).unwrap();
+    assert!(
+        !kinds(&docs)
+            .iter()
+            .any(|k| k.starts_with("ValidatingAdmission")),
+        "{:?}",
+        kinds(&docs)
     );
 
     // The optional objects.
@@ -810,6 +954,7 @@ async fn cluster_mode_install() {
         set.metadata.finalizers
     );
     assert_never_forbidden(&operator);
+    writes_are_confined_to_own_objects(&admin, &as_operator, &keys_ns).await;
 
     // Nothing more: whatever the operator does not do is refused.
     let secrets: Api<Secret> = Api::namespaced(as_operator.clone(), &keys_ns);
@@ -878,6 +1023,19 @@ async fn cluster_mode_install() {
     );
 
     drop(operator);
+    // helm upgrade applies the new values.
+    release_with("upgrade", release, &release_ns, &["logLevel=debug"]);
+    let upgraded: Deployment = Api::namespaced(admin.clone(), &release_ns)
+        .get(fullname)
+        .await
+        .unwrap();
+    let env = &upgraded.spec.unwrap().template.spec.unwrap().containers[0].env;
+    assert!(
+        env.iter()
+            .flatten()
+            .any(|v| v.name == "RUST_LOG" && v.value.as_deref() == Some("debug")),
+        "helm upgrade --set logLevel=debug left {env:?}"
+    );
     uninstall(release, &release_ns);
     let roles: Api<ClusterRole> = Api::all(admin.clone());
     assert!(
@@ -1047,9 +1205,6 @@ async fn deploy_manifests_match_the_chart_defaults() {
         .output()
         .unwrap_or_else(|e| panic!("could not run python3 {RENDER_DEPLOY}: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(EXIT_NO_HELM) {
-        panic!("these tests need Helm's Python SDK; install it with:\n  {PIP_INSTALL}\n{stderr}");
-    }
     assert!(out.status.success(), "{stderr}");
     let crd = std::fs::read(format!("{REPO}/crds/jwtkeysets.jwt.keyrotator.dev.yaml")).unwrap();
     assert!(
@@ -1057,11 +1212,9 @@ async fn deploy_manifests_match_the_chart_defaults() {
         "deploy/crd.yaml differs from crds/"
     );
 
-    // `kubectl apply -k deploy/` is accepted by the API server. A server-side dry run creates
-    // nothing, so the objects' namespace must exist already. --validate=false: kubectl checks
-    // manifests against the server's OpenAPI schema, and a 1.20 server's schema of
-    // CustomResourceDefinition lacks x-kubernetes-validations (the CRD's CEL rules, which
-    // servers before 1.25 ignore): "unknown field x-kubernetes-validations".
+    // `kubectl apply -k deploy/` is accepted by the API server without a warning (but the one
+    // for objects that exist already, not created by `kubectl apply`: the Namespace and the
+    // CRD). A server-side dry run creates nothing, so the objects' namespace must exist already.
     let admin = support::client().await;
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     let namespace = Namespace {
@@ -1076,30 +1229,22 @@ async fn deploy_manifests_match_the_chart_defaults() {
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => panic!("create namespace jwt-key-rotator: {e}"),
     }
-    let kubeconfig = support::control_plane().kubeconfig.display().to_string();
     let kubectl = |args: &[&str]| {
-        let out = Command::new("kubectl")
-            .args(["--kubeconfig", &kubeconfig])
-            .args(args)
-            .current_dir(REPO)
-            .output()
-            .unwrap_or_else(|e| panic!("could not run kubectl (is it installed?): {e}"));
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let out = support::kubectl(args);
+        let warned = out
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("Warning") && !l.contains("last-applied-configuration"));
         assert!(
-            out.status.success(),
-            "kubectl {}:\n{stdout}{}",
+            out.success && !warned,
+            "kubectl {}:\n{}{}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
+            out.stdout,
+            out.stderr
         );
-        stdout
+        out.stdout
     };
-    let applied = kubectl(&[
-        "apply",
-        "-k",
-        "deploy/",
-        "--dry-run=server",
-        "--validate=false",
-    ]);
+    let applied = kubectl(&["apply", "-k", "deploy/", "--dry-run=server"]);
     let objects: BTreeSet<&str> = applied
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -1114,6 +1259,8 @@ async fn deploy_manifests_match_the_chart_defaults() {
         "rolebinding.rbac.authorization.k8s.io/jwt-key-rotator-leader-election",
         "service/jwt-key-rotator-metrics",
         "deployment.apps/jwt-key-rotator",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/jwt-key-rotator-own-objects-only",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/jwt-key-rotator-own-objects-only",
     ] {
         assert!(
             objects.contains(object),

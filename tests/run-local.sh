@@ -34,12 +34,10 @@ if [ "${1:-}" = stop ]; then
 fi
 [ $# -eq 0 ] || die "usage: $0 [stop]"
 
-say "control plane: install and build once (tests/control-plane/setup.sh)"
+say "control plane and kubectl: install and build once (tests/control-plane/setup.sh)"
 bash tests/control-plane/setup.sh
-if ! command -v kubectl >/dev/null; then
-  say "installing kubectl (Debian's kubernetes-client)"
-  apt-get update -qq && apt-get install -y -qq kubernetes-client >/dev/null || die "could not install kubectl"
-fi
+KUBECTL="$(bash tests/control-plane/which.sh kubectl)"
+kc() { "$KUBECTL" "$@"; }
 command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain first"
 
 say "building the operator"
@@ -60,13 +58,10 @@ else
   [ -f "$DIR/ready" ] || die "the control plane was not ready after 180s (log: $DIR.up.log)"
 fi
 export KUBECONFIG="$DIR/kubeconfig"
-# kubectl 1.2x+ warns about the version skew with this 1.20 API server on every call.
-kc() { kubectl "$@" 2> >(grep -v -e 'version difference' -e '^Warning: ' >&2); }
+kc version
 
-say "installing the CRD"
-# --validate=false: a 1.20 API server does not know x-kubernetes-validations (CEL); it ignores
-# them, and the operator enforces the same rules.
-$BIN crd | kc apply --validate=false -f - >/dev/null
+say "installing the CRD: kubectl apply -f crds/"
+kc apply -f crds/
 kc wait --for condition=established --timeout=60s crd/jwtkeysets.jwt.keyrotator.dev >/dev/null
 
 say "starting the operator (log: $DIR/operator.log)"
@@ -96,7 +91,7 @@ cat <<EOF
 
 The control plane and the operator keep running. The demo set rotates every 2 minutes.
   export KUBECONFIG=$KUBECONFIG
-  kubectl get jwtks -w                       # watch it rotate
-  kubectl describe jwtks $NAME               # conditions and Events
-  tests/run-local.sh stop                    # stop both
+  $KUBECTL get jwtks -w   # watch it rotate
+  $KUBECTL describe jwtks $NAME   # conditions and Events
+  tests/run-local.sh stop   # stop both
 EOF

@@ -42,13 +42,17 @@ pub(crate) const KID_PATTERN: &str = r"^[A-Za-z0-9_-]{43}$";
 )]
 #[x_kube(
     validation = Rule::new("!has(self.keySize) || self.algorithm.startsWith('RS') || self.algorithm.startsWith('PS')")
-        .message("keySize is only allowed with RSA algorithms (RS256, RS384, RS512, PS256, PS384, PS512)"),
+        .message("keySize is only allowed with RSA algorithms (RS256, RS384, RS512, PS256, PS384, PS512)")
+        .field_path(".keySize"),
     validation = Rule::new("duration(self.publishLead) < duration(self.rotationInterval)")
-        .message("publishLead must be shorter than rotationInterval: a new key is published publishLead before it must sign"),
+        .message("publishLead must be shorter than rotationInterval: a new key is published publishLead before it must sign")
+        .field_path(".publishLead"),
     validation = Rule::new("duration(self.publishLead) >= duration(self.propagationDelay)")
-        .message("publishLead must be at least propagationDelay: a verifier may see the JWKS propagationDelay late"),
+        .message("publishLead must be at least propagationDelay: a verifier may see the JWKS propagationDelay late")
+        .field_path(".publishLead"),
     validation = Rule::new("duration(self.propagationDelay).getSeconds() + duration(self.tokenTTL).getSeconds() + duration(self.clockSkew).getSeconds() <= 16 * duration(self.rotationInterval).getSeconds()")
         .message("propagationDelay + tokenTTL + clockSkew must be at most 16 times rotationInterval: a retired key stays published that long, and a set holds at most 20 keys")
+        .field_path(".tokenTTL")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct JwtKeySetSpec {

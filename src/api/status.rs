@@ -72,6 +72,7 @@ pub struct KeyStatus {
     pub expires_at: Option<Timestamp>,
     /// The RSA modulus size in bits, for RSA keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "rsa_bits")]
     pub rsa_bits: Option<u32>,
     /// The public JWK, so that a key stays publishable whatever happens to the Secret and the
     /// ConfigMap (asymmetric keys only).
@@ -133,6 +134,12 @@ impl KeyStatus {
 /// Full precision (RFC 3339 with fractions), so the record compares equal to the manifest's.
 fn date_time(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "type": "string", "format": "date-time" })
+}
+
+/// A plain integer: API servers know no "uint32" format, and a float `minimum` would make
+/// server-side apply see the CRD changed.
+fn rsa_bits(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "integer" })
 }
 
 fn duration(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

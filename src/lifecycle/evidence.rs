@@ -9,6 +9,7 @@
 //! | 1 | A key is identified by its own thumbprint: a record whose kid is not the thumbprint of its JWK loses the JWK; material is found in whatever file or encoding survives | names can be edited, mathematics cannot |
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
+//! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
 //! | 6 | A key signers may be using (in the Secret's signing slot) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts |
@@ -177,9 +178,10 @@ pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Wei
         };
         records.insert(merged.kid.clone(), merged);
     }
+    let mut retire_on_write = BTreeSet::new();
+    forgotten_stay_retired(&mut records, &evidence.memory, &mut retire_on_write, now);
 
     // Rule 2: material and publication together prove a key no record names.
-    let mut retire_on_write = BTreeSet::new();
     for (kid, key) in &found {
         if records.contains_key(*kid) {
             continue;
@@ -455,6 +457,31 @@ fn merge(a: KeyRecord, b: KeyRecord) -> KeyRecord {
         public_jwk: a.public_jwk.clone().or(b.public_jwk),
         longest_retention: a.longest_retention.max(b.longest_retention),
         ..a
+    }
+}
+
+/// Rule 3b: a key only the Secret names, older than every key the status remembers, was
+/// forgotten by the operator (it expired or was revoked) and comes back from a restored copy:
+/// it never signs again. A pending one never signed and goes; any other stays published as
+/// retired from now (signers of the restored copy may use it).
+fn forgotten_stay_retired(
+    records: &mut BTreeMap<String, KeyRecord>,
+    memory: &[KeyRecord],
+    retire_on_write: &mut BTreeSet<String>,
+    now: Timestamp,
+) {
+    let Some(oldest) = memory.iter().map(|r| r.created_at).min() else {
+        return;
+    };
+    let forgotten = |r: &KeyRecord| r.created_at < oldest && !memory.iter().any(|m| m.kid == r.kid);
+    records.retain(|_, r| !(forgotten(r) && r.state == KeyState::Pending));
+    for r in records.values_mut() {
+        if forgotten(r) && r.state == KeyState::Active {
+            r.state = KeyState::Retired;
+            r.retired_at = Some(now);
+            r.expires_at = None;
+            retire_on_write.insert(r.kid.clone());
+        }
     }
 }
 

@@ -1,9 +1,13 @@
 #!/bin/bash
 # Usage: up.sh DIR [--lifeline-stdin]
 #
-# Runs a throwaway Kubernetes control plane (etcd + kube-apiserver +
-# kube-controller-manager, no nodes) on free loopback ports, all state in DIR.
-# When it is usable, writes DIR/kubeconfig, DIR/env and finally DIR/ready,
+# Runs a throwaway Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager,
+# no nodes) on free loopback ports, all state in DIR, configured as a kubeadm cluster is: a
+# cluster CA and client certificates, the Node and RBAC authorizers, the default admission
+# plugins (PodSecurity, ValidatingAdmissionPolicy and the webhooks among them) plus
+# NodeRestriction, a service-account issuer and signing key, the front proxy of the
+# aggregation layer, and controllers that each run as their own ServiceAccount.
+# When it is usable, writes DIR/kubeconfig (cluster-admin), DIR/env and finally DIR/ready,
 # then stays in the foreground supervising:
 #   - any component dies        -> tear everything down, exit 1
 #   - SIGTERM / SIGINT / SIGHUP -> tear everything down, exit 0
@@ -34,9 +38,12 @@ done
 TIMEOUT="${JWT_ROTATOR_CP_TIMEOUT:-180}"
 
 # ---- preconditions -----------------------------------------------------------
-ETCD="$(cp_find_etcd)"
-[ -n "$ETCD" ] || cp_die "etcd not found: run $HERE/setup.sh first"
-cp_have_k8s_bins || cp_die "kube-apiserver/kube-controller-manager not found in $K8S_BIN: run $HERE/setup.sh first (builds them once, several minutes)"
+for component in etcd kubernetes; do
+  cp_built "$component" || cp_die "$component $(cp_version "$component") is not built in $(cp_dir "$component"): run $HERE/setup.sh first (builds it once, several minutes)"
+done
+ETCD="$(cp_bin etcd)"
+APISERVER="$(cp_bin kube-apiserver)"
+KCM="$(cp_bin kube-controller-manager)"
 for c in openssl python3 curl setpriv; do
   command -v "$c" >/dev/null || cp_die "'$c' not found: run $HERE/setup.sh first"
 done
@@ -52,7 +59,7 @@ if [ -f "$DIR/supervisor.pid" ]; then
   fi
 fi
 # Fresh state every time: an old etcd member would carry stale peer ports.
-rm -rf "$DIR/etcd" "$DIR/pki" "$DIR/flexvolume" "$DIR/ready" "$DIR/kubeconfig" "$DIR/env" "$DIR"/*.log "$DIR"/*.pid
+rm -rf "$DIR/etcd" "$DIR/pki" "$DIR/flexvolume" "$DIR/ready" "$DIR/kubeconfig" "$DIR/env" "$DIR"/*.conf "$DIR"/*.log "$DIR"/*.pid
 echo $$ >"$DIR/supervisor.pid"
 
 # ---- tear-down -----------------------------------------------------------------
@@ -127,7 +134,7 @@ wait_for() {  # NAME PID DESCRIPTION CHECK-COMMAND...
   done
 }
 
-# ---- ports, keys, tokens ------------------------------------------------------
+# ---- ports -------------------------------------------------------------------------
 # Free loopback ports: bound to port 0 all at once (so they are distinct), then
 # released for the components. The window for a clash is tiny.
 read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT < <(python3 -c '
@@ -136,39 +143,72 @@ ss = [socket.socket() for _ in range(4)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 [ -n "$KCM_PORT" ] || cp_die "could not pick free ports with python3"
+API="https://127.0.0.1:$API_PORT"
 
-mkdir -p "$DIR/pki"
-openssl genrsa -out "$DIR/pki/sa.key" 2048 2>/dev/null || cp_die "openssl genrsa (service-account key) failed"
-openssl rsa -in "$DIR/pki/sa.key" -pubout -out "$DIR/pki/sa.pub" 2>/dev/null || cp_die "openssl rsa -pubout failed"
-TOKEN="$(openssl rand -hex 32)"
-( umask 077; echo "$TOKEN,admin,admin,\"system:masters\"" >"$DIR/pki/tokens.csv" )
+# ---- certificates and keys, as kubeadm lays them out ---------------------------------
+# ECDSA P-256 throughout (kubeadm's encryptionAlgorithm: ECDSA-P256): a key costs
+# milliseconds, and every test binary starts a control plane of its own.
+PKI="$DIR/pki"
+mkdir -p "$PKI"
+key() {  # NAME
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$1.key" 2>/dev/null \
+    || cp_die "openssl genpkey ($1.key) failed"
+}
+ca() {  # NAME CN
+  key "$1"
+  openssl req -x509 -new -key "$PKI/$1.key" -subj "/CN=$2" -days 2 -out "$PKI/$1.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    2>/dev/null || cp_die "openssl req ($1.crt) failed"
+}
+cert() {  # NAME CA SUBJECT EXTENDED-KEY-USAGE [SUBJECT-ALT-NAMES]
+  key "$1"
+  openssl req -new -key "$PKI/$1.key" -subj "$3" 2>/dev/null \
+    | openssl x509 -req -CA "$PKI/$2.crt" -CAkey "$PKI/$2.key" -CAcreateserial -days 2 -out "$PKI/$1.crt" \
+        -extfile <(printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=%s\n%s\n' \
+                     "$4" "${5:+subjectAltName=$5}") 2>/dev/null \
+    || cp_die "openssl x509 ($1.crt) failed"
+}
+ca ca kubernetes
+cert apiserver ca /CN=kube-apiserver serverAuth \
+  "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+cert apiserver-kubelet-client ca "/O=kubeadm:cluster-admins/CN=kube-apiserver-kubelet-client" clientAuth
+cert admin ca "/O=kubeadm:cluster-admins/CN=kubernetes-admin" clientAuth
+cert super-admin ca "/O=system:masters/CN=kubernetes-super-admin" clientAuth
+cert controller-manager ca /CN=system:kube-controller-manager clientAuth
+ca front-proxy-ca front-proxy-ca
+cert front-proxy-client front-proxy-ca /CN=front-proxy-client clientAuth
+key sa
+openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null || cp_die "openssl pkey -pubout (sa.pub) failed"
 
-write_kubeconfig() {  # FILE CLUSTER-TLS-LINE
-  ( umask 077; cat >"$1" <<EOF
+kubeconfig() {  # FILE CERT-NAME
+  ( umask 077; cat >"$1" <<EOK
 apiVersion: v1
 kind: Config
 clusters:
-- name: local
+- name: kubernetes
   cluster:
-    server: https://127.0.0.1:$API_PORT
-    $2
+    server: $API
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
 users:
-- name: admin
+- name: $2
   user:
-    token: $TOKEN
+    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
+    client-key-data: $(base64 -w0 "$PKI/$2.key")
 contexts:
-- name: local
+- name: $2@kubernetes
   context:
-    cluster: local
-    user: admin
+    cluster: kubernetes
+    user: $2
     namespace: default
-current-context: local
-EOF
+current-context: $2@kubernetes
+EOK
   )
 }
+kubeconfig "$DIR/super-admin.conf" super-admin
+kubeconfig "$DIR/controller-manager.conf" controller-manager
 
 # ---- etcd ----------------------------------------------------------------------
-cp_log "starting etcd on 127.0.0.1:$ETCD_PORT"
+cp_log "starting etcd $ETCD_VERSION on 127.0.0.1:$ETCD_PORT"
 start etcd "$ETCD" --name cp \
   --data-dir "$DIR/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -182,78 +222,96 @@ wait_for etcd "$ETCD_PID" "etcd /health" \
   sh -c "curl -sf http://127.0.0.1:$ETCD_PORT/health | grep -q '\"health\":\"true\"'"
 
 # ---- kube-apiserver ------------------------------------------------------------
-# --insecure-port=0: 1.20 would otherwise also listen on 127.0.0.1:8080 (clash
-# between parallel control planes). --advertise-address=127.0.0.1 keeps the
-# host's network out of it; the endpoint reconciler is off because a loopback
-# endpoint for the `kubernetes` service would fail validation in a loop.
-cp_log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
-start kube-apiserver "$K8S_BIN/kube-apiserver" \
+# kubeadm's flags. The admission plugins on by default stay on (NamespaceLifecycle,
+# ServiceAccount, PodSecurity, ValidatingAdmissionPolicy, the admission webhooks, ResourceQuota
+# and the rest); NodeRestriction is added as kubeadm adds it. Two departures, both about the
+# host: it listens and advertises on loopback only, and the `kubernetes` Service gets no
+# endpoints (--endpoint-reconciler-type none), since an endpoint on 127.0.0.1 is invalid.
+cp_log "starting kube-apiserver $K8S_VERSION on $API"
+start kube-apiserver "$APISERVER" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address 127.0.0.1 \
   --secure-port "$API_PORT" \
-  --insecure-port 0 \
   --advertise-address 127.0.0.1 \
   --endpoint-reconciler-type none \
-  --cert-dir "$DIR/pki" \
-  --token-auth-file "$DIR/pki/tokens.csv" \
-  --authorization-mode RBAC \
+  --allow-privileged=true \
+  --authorization-mode Node,RBAC \
+  --enable-admission-plugins NodeRestriction \
+  --enable-bootstrap-token-auth=true \
+  --client-ca-file "$PKI/ca.crt" \
+  --tls-cert-file "$PKI/apiserver.crt" \
+  --tls-private-key-file "$PKI/apiserver.key" \
+  --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types InternalIP,ExternalIP,Hostname \
+  --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
+  --proxy-client-key-file "$PKI/front-proxy-client.key" \
+  --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+  --requestheader-allowed-names front-proxy-client \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --requestheader-group-headers X-Remote-Group \
+  --requestheader-username-headers X-Remote-User \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file "$DIR/pki/sa.pub" \
-  --service-account-signing-key-file "$DIR/pki/sa.key" \
-  --service-cluster-ip-range 10.0.0.0/24
+  --service-account-key-file "$PKI/sa.pub" \
+  --service-account-signing-key-file "$PKI/sa.key" \
+  --service-cluster-ip-range 10.96.0.0/12
 API_PID=$!
-API="https://127.0.0.1:$API_PORT"
-AUTH="Authorization: Bearer $TOKEN"
+CURL_ADMIN=(curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/super-admin.crt" --key "$PKI/super-admin.key")
 wait_for kube-apiserver "$API_PID" "kube-apiserver /readyz" \
-  sh -c "curl -sfk -H '$AUTH' $API/readyz | grep -qx ok"
-# the bootstrap controller creates the `default` namespace shortly after /readyz
-wait_for kube-apiserver "$API_PID" "namespace 'default'" \
-  curl -sfk -H "$AUTH" "$API/api/v1/namespaces/default"
+  sh -c "$(printf '%q ' "${CURL_ADMIN[@]}") $API/readyz | grep -qx ok"
 
-# The self-signed serving cert that kube-apiserver generated in --cert-dir
-# (leaf + its own CA, SANs incl. 127.0.0.1) serves as the kubeconfig's CA, so
-# clients verify TLS. Fall back to skipping verification should that ever fail.
-if curl -sf --cacert "$DIR/pki/apiserver.crt" -H "$AUTH" "$API/readyz" >/dev/null 2>&1; then
-  TLS_LINE="certificate-authority: $DIR/pki/apiserver.crt"
-else
-  cp_log "WARNING: $DIR/pki/apiserver.crt does not verify the apiserver; kubeconfig skips TLS verification"
-  TLS_LINE="insecure-skip-tls-verify: true"
-fi
-write_kubeconfig "$DIR/kubeconfig.tmp" "$TLS_LINE"
+# kubernetes-admin is cluster-admin through a ClusterRoleBinding of its group, as kubeadm
+# binds it (system:masters, which bypasses RBAC, is kept for super-admin.conf).
+"${CURL_ADMIN[@]}" -X POST -H 'Content-Type: application/json' \
+  "$API/apis/rbac.authorization.k8s.io/v1/clusterrolebindings" -d '{
+    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+    "metadata": {"name": "kubeadm:cluster-admins"},
+    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kubeadm:cluster-admins"}]}' \
+  >/dev/null || fail_with_log kube-apiserver "could not bind kubeadm:cluster-admins to cluster-admin"
+kubeconfig "$DIR/kubeconfig.tmp" admin
 mv "$DIR/kubeconfig.tmp" "$DIR/kubeconfig"
+# the bootstrap controller creates the `default` namespace shortly after /readyz
+wait_for kube-apiserver "$API_PID" "namespace 'default' and cluster-admin for kubernetes-admin" \
+  curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$API/api/v1/namespaces/default"
 
 # ---- kube-controller-manager ---------------------------------------------------
-# Runs with the admin credentials (simplest; it needs wide rights for garbage
-# collection anyway). --port=0 disables its insecure port (1.20 default 10252).
-# Without --authentication/authorization-kubeconfig its secure port only serves
-# the always-allowed /healthz, which is all we use (and it spares an error loop
-# about the extension-apiserver-authentication ConfigMap, which this apiserver
-# never creates as it has no client CA). --flex-volume-plugin-dir: the default
-# is created under /usr/libexec otherwise.
+# kubeadm's flags: its own identity (system:kube-controller-manager), each controller as its
+# own ServiceAccount, leader election, the cluster CA for signing and for the root CA
+# ConfigMap. --flex-volume-plugin-dir: the default is created under /usr/libexec otherwise.
 cp_log "starting kube-controller-manager (secure port $KCM_PORT)"
-start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
-  --kubeconfig "$DIR/kubeconfig" \
+start kube-controller-manager "$KCM" \
+  --kubeconfig "$DIR/controller-manager.conf" \
+  --authentication-kubeconfig "$DIR/controller-manager.conf" \
+  --authorization-kubeconfig "$DIR/controller-manager.conf" \
   --bind-address 127.0.0.1 \
   --secure-port "$KCM_PORT" \
-  --port 0 \
-  --leader-elect=false \
-  --flex-volume-plugin-dir "$DIR/flexvolume" \
-  --service-account-private-key-file "$DIR/pki/sa.key" \
-  --root-ca-file "$DIR/pki/apiserver.crt" \
-  --use-service-account-credentials=false
+  --client-ca-file "$PKI/ca.crt" \
+  --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+  --cluster-name kubernetes \
+  --cluster-signing-cert-file "$PKI/ca.crt" \
+  --cluster-signing-key-file "$PKI/ca.key" \
+  --controllers '*,bootstrapsigner,tokencleaner' \
+  --leader-elect=true \
+  --root-ca-file "$PKI/ca.crt" \
+  --service-account-private-key-file "$PKI/sa.key" \
+  --use-service-account-credentials=true \
+  --flex-volume-plugin-dir "$DIR/flexvolume"
 KCM_PID=$!
 wait_for kube-controller-manager "$KCM_PID" "kube-controller-manager /healthz" \
   sh -c "curl -sfk https://127.0.0.1:$KCM_PORT/healthz | grep -qx ok"
-# /healthz is up before the controllers run; the garbage collector is what
-# the tests rely on, so wait until it has started.
+# /healthz is up before the controllers run (and before it leads); the garbage collector is
+# what the tests rely on, so wait until it has started.
 wait_for kube-controller-manager "$KCM_PID" "the garbage collector to start" \
-  grep -q 'Started "garbagecollector"' "$DIR/kube-controller-manager.log"
+  grep -q 'Starting controller.*controller="garbagecollector"' "$DIR/kube-controller-manager.log"
 
 # ---- ready -----------------------------------------------------------------------
 cat >"$DIR/env.tmp" <<EOF
 KUBECONFIG=$DIR/kubeconfig
 KUBE_APISERVER=$API
 ETCD_ENDPOINT=http://127.0.0.1:$ETCD_PORT
+KUBECTL=$(cp_bin kubectl)
+HELM=$(cp_bin helm)
 CONTROL_PLANE_PID=$$
 EOF
 mv "$DIR/env.tmp" "$DIR/env"

@@ -4,8 +4,8 @@
     python3 tests/helm/render_deploy.py           # (re)writes deploy/*.yaml
     python3 tests/helm/render_deploy.py --check   # exits 1, with a diff, if deploy/ is stale
 
-deploy/ is the chart with its default values, rendered by `helm template` (tests/helm/helm.py)
-as release jwt-key-rotator in namespace jwt-key-rotator, one file per chart template, plus:
+deploy/ is the chart with its default values, rendered by `helm template` (the helm that
+tests/control-plane/setup.sh builds) as release jwt-key-rotator in namespace jwt-key-rotator, one file per chart template, plus:
   - namespace.yaml: the jwt-key-rotator Namespace;
   - crd.yaml: a byte-for-byte copy of crds/jwtkeysets.jwt.keyrotator.dev.yaml (kustomize
     loads no file from outside deploy/);
@@ -57,8 +57,6 @@ KUSTOMIZATION_HEAD = f"""\
 #
 #   kubectl apply -k deploy/
 #
-# On API servers older than 1.25, add --validate=false: their schema of CustomResourceDefinition
-# lacks x-kubernetes-validations (the CRD's CEL rules), which such servers ignore anyway.
 # The image is jwt-key-rotator:<appVersion> (see the Dockerfile); to use your registry's copy:
 #
 #   cd deploy && kustomize edit set image jwt-key-rotator=registry.example/jwt-key-rotator:0.1.0
@@ -70,17 +68,12 @@ resources:
 
 
 def render() -> str:
+    which = os.path.join(REPO, "tests", "control-plane", "which.sh")
+    helm = subprocess.run(["bash", which, "helm"], capture_output=True, text=True)
+    if helm.returncode != 0:
+        sys.exit(helm.stderr)
     result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(HERE, "helm.py"),
-            "template",
-            CHART,
-            "--release",
-            RELEASE,
-            "--namespace",
-            NAMESPACE,
-        ],
+        [helm.stdout.strip(), "template", RELEASE, CHART, "--namespace", NAMESPACE],
         capture_output=True,
         text=True,
     )

@@ -1,5 +1,6 @@
 //! Test support: a real Kubernetes control plane (etcd + kube-apiserver +
-//! kube-controller-manager) per test binary, envtest-style.
+//! kube-controller-manager, configured as a kubeadm cluster is) per test binary, envtest-style,
+//! and the real `kubectl` and `helm` built beside it.
 //!
 //! The control plane comes from `tests/control-plane/up.sh` (binaries built once by
 //! `setup.sh`). It is started on first use and torn down when this process exits, however it
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
@@ -133,6 +134,10 @@ async fn config_from(kubeconfig: &Path) -> Result<Config, String> {
         .map_err(|e| format!("{}: {e}", kubeconfig.display()))
 }
 
+/// The field manager of everything the test support applies.
+pub const FIELD_MANAGER: &str = "jwt-key-rotator-tests";
+
+/// Installs `crds/` as a user's `kubectl apply --server-side -f crds/` does.
 async fn install_crd(kubeconfig: &Path) -> Result<(), String> {
     let client = Client::try_from(config_from(kubeconfig).await?).map_err(|e| e.to_string())?;
     let path = Path::new(REPO).join("crds/jwtkeysets.jwt.keyrotator.dev.yaml");
@@ -141,20 +146,13 @@ async fn install_crd(kubeconfig: &Path) -> Result<(), String> {
         serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let name = crd.metadata.name.clone().unwrap_or_default();
     let api: Api<CustomResourceDefinition> = Api::all(client);
-    // Create or replace, not server-side apply: a 1.20 API server's apply would refuse the
-    // fields it does not know (x-kubernetes-validations), where create/replace ignore them.
-    match api.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let existing = api.get(&name).await.map_err(|e| e.to_string())?;
-            let mut updated = crd.clone();
-            updated.metadata.resource_version = existing.metadata.resource_version;
-            api.replace(&name, &PostParams::default(), &updated)
-                .await
-                .map_err(|e| format!("replacing CRD {name}: {e}"))?;
-        }
-        Err(e) => return Err(format!("creating CRD {name}: {e}")),
-    }
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(|e| format!("server-side apply of CRD {name}: {e}"))?;
     tokio::time::timeout(
         Duration::from_secs(60),
         await_condition(api, &name, conditions::is_crd_established()),
@@ -163,6 +161,48 @@ async fn install_crd(kubeconfig: &Path) -> Result<(), String> {
     .map_err(|_| format!("CRD {name} not established within 60s"))?
     .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The path of a tool that `tests/control-plane/setup.sh` built: `kubectl`, `helm`, ...
+pub fn tool(name: &str) -> PathBuf {
+    let script = Path::new(REPO).join("tests/control-plane/which.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(name)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{name} is not built: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// What a command printed: its exit status, stdout and stderr.
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `kubectl ARGS` (the one built beside the control plane) against the test control
+/// plane, from the repository's root.
+pub fn kubectl(args: &[&str]) -> Output {
+    static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
+    let kubectl = KUBECTL.get_or_init(|| tool("kubectl"));
+    let out = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .args(args)
+        .current_dir(REPO)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", kubectl.display()));
+    Output {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// The admin client configuration of the control plane.
@@ -198,7 +238,7 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
 
 /// Applies (server-side, as `kubectl apply --server-side` would) a JwtKeySet with this spec.
 pub async fn apply_set(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
-    use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+    use kube::api::{ApiResource, DynamicObject};
     let api: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         ns,

@@ -89,3 +89,17 @@ Used by the ClusterRole (rbac.mode=cluster) and by each per-namespace Role
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+A CEL expression, for the admission policy: the object named by the argument ("object" or
+"oldObject") is one of the operator's own, labelled as its own or owned by a JwtKeySet.
+*/}}
+{{- define "jwt-key-rotator.isOwn" -}}
+{{- $o := . -}}
+>-
+        {{ $o }} != null && (
+        (has({{ $o }}.metadata.labels) && 'app.kubernetes.io/managed-by' in {{ $o }}.metadata.labels
+        && {{ $o }}.metadata.labels['app.kubernetes.io/managed-by'] == 'jwt-key-rotator')
+        || (has({{ $o }}.metadata.ownerReferences) && {{ $o }}.metadata.ownerReferences.exists(r,
+        r.apiVersion.startsWith('jwt.keyrotator.dev/') && r.kind == 'JwtKeySet')))
+{{- end }}
