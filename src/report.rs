@@ -1,5 +1,6 @@
-//! Reporting a pass: the status (the `Ready` condition, the keys, the names written), Events
-//! for every key transition and every repair, and the metrics. Never any key material.
+//! Reporting a pass: the status (the `Ready` condition, the keys, the names written, the
+//! history), Events and audit records for every key transition and every repair, and the
+//! metrics. Never any key material.
 
 use std::time::Duration;
 
@@ -10,9 +11,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::api::{JwtKeySet, JwtKeySetStatus, KeyStatus, ValidSpec};
+use crate::audit::{self, Record};
 use crate::leader::Fence;
 use crate::lifecycle::{self, Activation, Converged, Finding, Manifest, Moved, Transition};
 use crate::reconcile::{Context, Error, MANAGER};
@@ -221,29 +223,51 @@ fn status_for(
         config_map_name: Some(valid.config_map_name.clone()),
         jwks_key: Some(valid.jwks_key.clone()),
         keys: manifest.keys.iter().map(KeyStatus::from).collect(),
+        history: set
+            .status
+            .as_ref()
+            .map(|s| s.history.clone())
+            .unwrap_or_default(),
     }
 }
 
-/// Writes the status only when it differs from what the set shows: a steady state writes nothing.
+/// Writes the status, with the history recorded since the last write, only when it differs
+/// from what the set shows: a steady state writes nothing.
 async fn write_status(
     fence: &Fence,
     set: &JwtKeySet,
     ctx: &Context,
-    status: JwtKeySetStatus,
+    mut status: JwtKeySetStatus,
 ) -> Result<(), Error> {
+    let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
+    let recorded = ctx.audit.take(&ns, &name);
+    status.history = audit::appended(&status.history, recorded.clone());
     if set.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    let written = apply_status(fence, ctx, &ns, &name, &status).await;
+    if written.is_err() {
+        ctx.audit.give_back(&ns, &name, recorded);
+    }
+    written
+}
+
+async fn apply_status(
+    fence: &Fence,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &JwtKeySetStatus,
+) -> Result<(), Error> {
     fence.check()?;
     let patch = json!({
         "apiVersion": "jwt.keyrotator.dev/v1alpha1",
         "kind": "JwtKeySet",
         "status": status,
     });
-    let sets: Api<JwtKeySet> =
-        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    let sets: Api<JwtKeySet> = Api::namespaced(ctx.client.clone(), ns);
     sets.patch_status(
-        &set.name_any(),
+        name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
@@ -274,21 +298,67 @@ pub async fn publish(
     }
 }
 
-/// An Event (and a log line) for each transition and each repair of the evidence.
+/// An Event and an audit record (log line, `status.history`) for each transition and each
+/// repair of the evidence.
 pub async fn events(
     set: &JwtKeySet,
     ctx: &Context,
     transitions: &[Transition],
     findings: &[Finding],
 ) {
-    let name = set.name_any();
-    let notes = findings
+    let notes: Vec<(EventType, &str, Option<&str>, String)> = findings
         .iter()
-        .map(finding_event)
-        .chain(transitions.iter().filter_map(transition_event));
-    for (type_, reason, note) in notes {
-        info!(set = %name, reason, %note, "key event");
-        publish(ctx, set, type_, reason, "Rotate", note).await;
+        .map(|f| {
+            let (type_, reason, note) = finding_event(f);
+            (type_, reason, finding_kid(f), note)
+        })
+        .chain(transitions.iter().map(|t| {
+            let (type_, reason, note) = transition_event(t);
+            (type_, reason, Some(transition_kid(t)), note)
+        }))
+        .collect();
+    let records: Vec<Record<'_>> = notes
+        .iter()
+        .map(|(_, event, kid, message)| Record {
+            event,
+            kid: *kid,
+            message,
+        })
+        .collect();
+    let ns = set.namespace().unwrap_or_default();
+    ctx.audit
+        .record(&ns, &set.name_any(), (ctx.clock)(), &records);
+    for (type_, reason, _, note) in notes {
+        // Every new key is published as it is created: an Event for each would be noise.
+        if reason != "KeyPublished" {
+            publish(ctx, set, type_, reason, "Rotate", note).await;
+        }
+    }
+}
+
+fn transition_kid(t: &Transition) -> &str {
+    match t {
+        Transition::Created { kid }
+        | Transition::Published { kid }
+        | Transition::Activated { kid, .. }
+        | Transition::Retired { kid, .. }
+        | Transition::Expired { kid }
+        | Transition::Revoked { kid, .. }
+        | Transition::Discarded { kid }
+        | Transition::Lost { kid, .. } => kid,
+    }
+}
+
+fn finding_kid(f: &Finding) -> Option<&str> {
+    match f {
+        Finding::RecordCorrected { kid, .. }
+        | Finding::Recovered { kid }
+        | Finding::Unrecorded { kid, .. }
+        | Finding::Unpublishable { kid }
+        | Finding::TwoActive { retired: kid, .. } => Some(kid),
+        Finding::SecretMissing
+        | Finding::ManifestUnusable { .. }
+        | Finding::FileUnreadable { .. } => None,
     }
 }
 
@@ -352,13 +422,14 @@ fn finding_event(f: &Finding) -> (EventType, &'static str, String) {
     }
 }
 
-fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)> {
+fn transition_event(t: &Transition) -> (EventType, &'static str, String) {
     let normal = EventType::Normal;
-    Some(match t {
-        Transition::Published { kid } => {
-            debug!(kid, "key published");
-            return None;
-        }
+    match t {
+        Transition::Published { kid } => (
+            normal,
+            "KeyPublished",
+            format!("key {kid} is in the published JWKS"),
+        ),
         Transition::Created { kid } => (normal, "KeyCreated", format!("generated key {kid}")),
         Transition::Activated { kid, why } => match why {
             Activation::Bootstrap => (normal, "KeyActivated", format!("first key {kid} signs")),
@@ -387,7 +458,7 @@ fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)>
             EventType::Warning,
             "KeyRevoked",
             format!(
-                "key {kid} revoked and removed from the Secret and the JWKS{}",
+                "key {kid} revoked (listed in spec.revokedKids) and removed from the Secret and the JWKS{}",
                 if *was_active {
                     "; it was the active key"
                 } else {
@@ -408,5 +479,5 @@ fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)>
                 state.as_str().to_lowercase()
             ),
         ),
-    })
+    }
 }
