@@ -55,8 +55,6 @@ pub struct Context {
     pub unwritten: Unwritten,
     /// Consecutive failures per set, for the back-off.
     pub failures: Mutex<HashMap<String, u32>>,
-    /// Transitions recorded for `status.history`, until the set's next status write.
-    pub audit: crate::audit::Pending,
 }
 
 impl Context {
@@ -75,7 +73,6 @@ impl Context {
             metrics,
             unwritten: Unwritten::default(),
             failures: Mutex::default(),
-            audit: crate::audit::Pending::default(),
         }
     }
 }

@@ -231,25 +231,23 @@ fn status_for(
     }
 }
 
-/// Writes the status, with the history recorded since the last write, only when it differs
-/// from what the set shows: a steady state writes nothing.
+/// Writes the status only when it differs from what the set shows: a steady state writes
+/// nothing. `status.history` is left out: `audit` appends to it under a field manager of its own.
 async fn write_status(
     fence: &Fence,
     set: &JwtKeySet,
     ctx: &Context,
-    mut status: JwtKeySetStatus,
+    status: JwtKeySetStatus,
 ) -> Result<(), Error> {
-    let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
-    let recorded = ctx.audit.take(&ns, &name);
-    status.history = audit::appended(&status.history, recorded.clone());
     if set.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let written = apply_status(fence, ctx, &ns, &name, &status).await;
-    if written.is_err() {
-        ctx.audit.give_back(&ns, &name, recorded);
-    }
-    written
+    let status = JwtKeySetStatus {
+        history: vec![],
+        ..status
+    };
+    let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
+    apply_status(fence, ctx, &ns, &name, &status).await
 }
 
 async fn apply_status(
@@ -325,9 +323,14 @@ pub async fn events(
             message,
         })
         .collect();
-    let ns = set.namespace().unwrap_or_default();
-    ctx.audit
-        .record(&ns, &set.name_any(), (ctx.clock)(), &records);
+    let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
+    let entries = audit::log(&ns, &name, (ctx.clock)(), &records);
+    if !entries.is_empty()
+        && ctx.fence.check().is_ok()
+        && let Err(e) = audit::append_history(&ctx.client, &ns, &name, &entries).await
+    {
+        warn!(set = %name, namespace = %ns, error = %e, "could not record status.history");
+    }
     for (type_, reason, _, note) in notes {
         // Every new key is published as it is created: an Event for each would be noise.
         if reason != "KeyPublished" {
