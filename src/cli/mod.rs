@@ -206,6 +206,14 @@ async fn list_sets(client: &Client, scope: &Scope) -> Result<Vec<JwtKeySet>, Cli
     Ok(list)
 }
 
+/// Writes name their field manager, so managedFields say which tool made them.
+fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(PLUGIN_NAME.into()),
+        ..Default::default()
+    }
+}
+
 /// `namespace/name` of a set, as every message names it.
 fn set_ref(set: &JwtKeySet) -> String {
     format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any())

@@ -4,7 +4,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -120,7 +120,7 @@ async fn add_revoked_kid(client: &Client, mut set: JwtKeySet, kid: &str) -> Resu
         match sets
             .patch(
                 &set.name_any(),
-                &PatchParams::default(),
+                &super::patch_params(),
                 &Patch::Merge(&patch),
             )
             .await

@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use serde_json::json;
 
 use super::{CliError, Format, Scope, print_json, set_ref};
@@ -22,7 +22,7 @@ pub async fn run(
     let patch = json!({"metadata": {"annotations": {ROTATE_ANNOTATION: value}}});
     let ns = super::namespace_of(client, scope);
     let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), &ns);
-    sets.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+    sets.patch(name, &super::patch_params(), &Patch::Merge(&patch))
         .await
         .map_err(|e| CliError::api(e, "patch", &what))?;
     match format {
