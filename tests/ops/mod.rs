@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -117,4 +117,142 @@ pub fn long_lived_spec() -> serde_json::Value {
         "propagationDelay": "1m",
         "clockSkew": "30s",
     })
+}
+
+/// The value etcd holds under `key`, read with etcdctl past the API server.
+pub fn etcd_value(plane: &support::ControlPlane, key: &str) -> Vec<u8> {
+    let endpoint = support::plane_env(plane, "ETCD_ENDPOINT");
+    let out = Command::new(support::tool("etcdctl"))
+        .args(["--endpoints", &endpoint, "get", key, "--print-value-only"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap_or_else(|e| panic!("run etcdctl: {e}"));
+    assert!(
+        out.status.success(),
+        "etcdctl get {key}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.stdout.is_empty(), "etcd holds nothing under {key}");
+    out.stdout
+}
+
+/// Whether `needle` occurs in `haystack`, byte for byte.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A kubeconfig for user `user` of group `group`, with a client certificate signed by the
+/// plane's cluster CA (as an organisation's identity provider or `kubeadm kubeconfig user`
+/// would issue one).
+pub fn user_kubeconfig(plane: &support::ControlPlane, user: &str, group: &str) -> PathBuf {
+    let pki = plane.kubeconfig.with_file_name("pki");
+    let dir = plane.kubeconfig.with_file_name(format!("user-{user}"));
+    std::fs::create_dir_all(&dir).expect("user dir");
+    let (key, crt) = (dir.join("user.key"), dir.join("user.crt"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let key_s = key.display().to_string();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &key_s,
+    ]);
+    let csr = dir.join("user.csr").display().to_string();
+    let subject = format!("/O={group}/CN={user}");
+    openssl(&[
+        "req", "-new", "-key", &key_s, "-subj", &subject, "-out", &csr,
+    ]);
+    let (ca_crt, ca_key) = (pki.join("ca.crt"), pki.join("ca.key"));
+    // A v3 client certificate, as up.sh issues its own (rustls refuses a v1 one).
+    let ext = dir.join("client.ext");
+    let usage = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n";
+    std::fs::write(&ext, usage).expect("write client.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-days",
+        "1",
+        "-out",
+        &crt.display().to_string(),
+        "-CA",
+        &ca_crt.display().to_string(),
+        "-CAkey",
+        &ca_key.display().to_string(),
+        "-CAcreateserial",
+        "-extfile",
+        &ext.display().to_string(),
+    ]);
+    let admin: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(&plane.kubeconfig).expect("admin kubeconfig"),
+    )
+    .expect("admin kubeconfig is YAML");
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": user, "user": {
+            "client-certificate": crt.display().to_string(),
+            "client-key": key_s,
+        }}],
+        "contexts": [{"name": user, "context": {"cluster": "test", "user": user}}],
+        "current-context": user,
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, kubeconfig.to_string()).expect("write kubeconfig");
+    path
+}
+
+/// A kubeconfig that authenticates as ServiceAccount `namespace/name` with a fresh token
+/// (TokenRequest API), as the operator's pod would.
+pub async fn service_account_kubeconfig(
+    plane: &support::ControlPlane,
+    admin: &Client,
+    namespace: &str,
+    name: &str,
+) -> PathBuf {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request(name, &Default::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for ServiceAccount {namespace}/{name}: {e}"))
+        .status
+        .expect("TokenRequest status")
+        .token;
+    let admin_config: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(&plane.kubeconfig).expect("admin kubeconfig"),
+    )
+    .expect("admin kubeconfig is YAML");
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": admin_config["clusters"][0]["cluster"]}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "test", "user": name}}],
+        "current-context": name,
+    });
+    let path = plane
+        .kubeconfig
+        .with_file_name(format!("sa-{namespace}-{name}.kubeconfig"));
+    std::fs::write(&path, kubeconfig.to_string()).expect("write kubeconfig");
+    path
 }
