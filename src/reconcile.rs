@@ -326,17 +326,48 @@ async fn sync(
     ns: &str,
 ) -> Result<Action, Error> {
     let objects = read_objects(set, valid, ctx, ns).await?;
-    if let Some(blocked) = ownership_conflict(set, valid, &objects) {
+    if let Some(blocked) = refused(set, valid, &objects) {
         return report::blocked(set, ctx, blocked).await;
     }
+    let (evidence, mut cluster) = observe(set, valid, ctx, ns, objects);
+    match lifecycle::converge(&mut cluster, &valid.policy, &evidence).await {
+        Ok(converged) => {
+            report::converged(set, valid, ctx, &converged).await?;
+            Ok(Action::requeue(requeue_after(&converged, (ctx.clock)())))
+        }
+        Err(Stopped::Blocked(blocked)) => {
+            report::blocked(set, ctx, Blocked::Evidence(blocked)).await
+        }
+        Err(Stopped::Failed {
+            error,
+            transitions,
+            findings,
+        }) => {
+            report::events(set, ctx, &transitions, &findings).await;
+            Err(error)
+        }
+    }
+}
+
+/// Objects that are not the set's, or names moved since they were written: nothing is touched.
+fn refused(set: &JwtKeySet, valid: &ValidSpec, objects: &Objects) -> Option<Blocked> {
     let wanted = ObjectNames {
         secret: valid.secret_name.clone(),
         config_map: valid.config_map_name.clone(),
         jwks_key: valid.jwks_key.clone(),
     };
-    if let Some(moved) = lifecycle::moved(&written_names(set, &objects), &wanted) {
-        return report::blocked(set, ctx, Blocked::Moved(moved)).await;
-    }
+    ownership_conflict(set, valid, objects)
+        .or_else(|| lifecycle::moved(&written_names(set, objects), &wanted).map(Blocked::Moved))
+}
+
+/// The evidence for the core, and the set's objects as its cluster (writing through the API).
+fn observe<'a>(
+    set: &'a JwtKeySet,
+    valid: &ValidSpec,
+    ctx: &'a Context,
+    ns: &'a str,
+    objects: Objects,
+) -> (lifecycle::Evidence, SetObjects<'a, KubeObjects<'a>>) {
     let memory = set
         .status
         .iter()
@@ -358,16 +389,16 @@ async fn sync(
         memory,
         spec_algorithm: valid.policy.algorithm,
     });
-    let relabel_secret = objects
+    // Our labels removed (the watch selects by them), or binaryData added: write them again.
+    let repair_secret = objects
         .secret
         .as_ref()
         .is_some_and(|s| lacks_labels(&s.metadata, set));
-    let relabel_map = objects
-        .config_map
-        .as_ref()
-        .is_some_and(|m| lacks_labels(&m.metadata, set));
+    let repair_map = objects.config_map.as_ref().is_some_and(|m| {
+        lacks_labels(&m.metadata, set) || m.binary_data.as_ref().is_some_and(|b| !b.is_empty())
+    });
     let api = KubeObjects::new(set, ctx, ns, valid, objects);
-    let mut cluster = SetObjects::new(
+    let cluster = SetObjects::new(
         api,
         set_key(set),
         secret_data,
@@ -376,24 +407,8 @@ async fn sync(
         materials,
         &ctx.unwritten,
     )
-    .rewrite(relabel_secret, relabel_map);
-    match lifecycle::converge(&mut cluster, &valid.policy, &evidence).await {
-        Ok(converged) => {
-            report::converged(set, valid, ctx, &converged).await?;
-            Ok(Action::requeue(requeue_after(&converged, (ctx.clock)())))
-        }
-        Err(Stopped::Blocked(blocked)) => {
-            report::blocked(set, ctx, Blocked::Evidence(blocked)).await
-        }
-        Err(Stopped::Failed {
-            error,
-            transitions,
-            findings,
-        }) => {
-            report::events(set, ctx, &transitions, &findings).await;
-            Err(error)
-        }
-    }
+    .rewrite(repair_secret, repair_map);
+    (evidence, cluster)
 }
 
 fn requeue_after(converged: &lifecycle::Converged, now: Timestamp) -> Duration {

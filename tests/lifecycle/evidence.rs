@@ -195,6 +195,35 @@ fn an_older_jwks_restored_makes_the_pending_key_wait_a_full_lead_again() {
 }
 
 #[test]
+fn a_pending_key_the_status_forgot_waits_a_full_lead_when_a_restore_brings_it_back() {
+    let mut minter = Minter::default();
+    let (m, [_, _, pending]) = rotated(&mut minter);
+    // Both objects restored to a copy that publishes `pending`; the operator had dropped it
+    // since (its material was lost), so the status no longer lists it.
+    let mut e = evidence(&m, &all_kids(&m));
+    e.memory = m
+        .keys
+        .iter()
+        .filter(|k| k.kid != pending)
+        .cloned()
+        .collect();
+    let w = weigh(&e, &quick(), t(190)).unwrap();
+    assert_eq!(w.manifest.get(&pending).unwrap().published_at, None);
+    assert!(
+        w.findings
+            .iter()
+            .any(|f| matches!(f, Finding::RecordCorrected { kid, .. } if *kid == pending))
+    );
+    // With no status at all (lost, or a set just created), the manifest's time stands.
+    e.memory.clear();
+    let w = weigh(&e, &quick(), t(190)).unwrap();
+    assert_eq!(
+        w.manifest.get(&pending).unwrap().published_at,
+        m.get(&pending).unwrap().published_at
+    );
+}
+
+#[test]
 fn times_far_in_the_future_are_clamped_and_later_claims_win() {
     let mut minter = Minter::default();
     let (m, [_, active, pending]) = rotated(&mut minter);

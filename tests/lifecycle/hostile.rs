@@ -25,7 +25,7 @@ use jwt_key_rotator::objects::{self, ObjectApi, SetObjects, TooLarge, Unwritten}
 use k8s_openapi::ByteString;
 use proptest::prelude::*;
 
-use super::{policy, secs, t};
+use super::{config, policy, secs, t};
 
 const JWKS_KEY: &str = "jwks.json";
 /// Real keys are generated once per run; a case that needs more than this sees generation fail.
@@ -984,15 +984,8 @@ fn change_spec(world: &mut World, event: &Event) {
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn no_token_breaks_whatever_happens_to_the_objects((policy, events) in scenario()) {
