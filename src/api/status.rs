@@ -38,6 +38,10 @@ pub struct JwtKeySetStatus {
     /// Every key still held, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyStatus>,
+    /// The last value of the rotate annotation honoured, so that a manifest emptied or restored
+    /// does not rotate a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_request: Option<String>,
 }
 
 /// One key's state and times: the operator's own record of the keys it created (only it writes
