@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::Reporter;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -47,7 +47,11 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 pub struct Context {
     pub client: Client,
     pub clock: Clock,
-    pub recorder: Recorder,
+    /// Who reports Events. Each Event gets a recorder of its own: kube's `Recorder` folds Events
+    /// of one reason about one object into a series that keeps the first note, so a second key
+    /// created would show as the first one. Repeats are already kept out (`report::blocked`
+    /// publishes only when the condition changes).
+    pub reporter: Reporter,
     /// Closed while another replica leads: every write checks it first.
     pub fence: Arc<Fence>,
     pub metrics: Arc<Metrics>,
@@ -61,14 +65,14 @@ impl Context {
     pub fn new(
         client: Client,
         clock: Clock,
-        recorder: Recorder,
+        reporter: Reporter,
         fence: Arc<Fence>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Context {
             client,
             clock,
-            recorder,
+            reporter,
             fence,
             metrics,
             unwritten: Unwritten::default(),
@@ -387,6 +391,7 @@ fn observe<'a>(
         jwks: jwks_data.as_ref(),
         jwks_key: &valid.jwks_key,
         memory,
+        remembered_rotation_request: set.status.as_ref().and_then(|s| s.rotation_request.clone()),
         spec_algorithm: valid.policy.algorithm,
     });
     // Our labels removed (the watch selects by them), or binaryData added: write them again.

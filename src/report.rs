@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
@@ -228,6 +228,7 @@ fn status_for(
             .as_ref()
             .map(|s| s.history.clone())
             .unwrap_or_default(),
+        rotation_request: manifest.rotation_request.clone(),
     }
 }
 
@@ -287,13 +288,30 @@ pub async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(fit_note(note)),
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &set.object_ref(&())).await {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, &set.object_ref(&())).await {
         warn!(set = %set.name_any(), reason, error = %e, "could not publish event");
     }
+}
+
+/// The API server refuses an Event whose note exceeds 1 KiB, and a refused Event tells nobody
+/// anything: a long message (a webhook's refusal, say) is cut at a character boundary.
+fn fit_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    const CUT: &str = " [...]";
+    if note.len() > MAX {
+        let mut end = MAX - CUT.len();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str(CUT);
+    }
+    note
 }
 
 /// An Event and an audit record (log line, `status.history`) for each transition and each
@@ -392,7 +410,8 @@ fn finding_event(f: &Finding) -> (EventType, &'static str, String) {
             warn,
             "KeyRecovered",
             format!(
-                "key {kid} was published and in the Secret but in no record: kept as retired, \
+                "key {kid} was published and in the Secret but in no record: recovered; it signs \
+                 on if signers use it and no other key does, else it is kept as retired, \
                  published for a full retention"
             ),
         ),
@@ -482,5 +501,21 @@ fn transition_event(t: &Transition) -> (EventType, &'static str, String) {
                 state.as_str().to_lowercase()
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_note;
+
+    #[test]
+    fn a_long_note_is_cut_to_what_the_api_server_accepts() {
+        let short = "key abc took over on schedule".to_string();
+        assert_eq!(fit_note(short.clone()), short);
+        // A refusal of 3,000 bytes in two-byte characters: cut at a character boundary.
+        let long = "é".repeat(1500);
+        let fitted = fit_note(long);
+        assert!(fitted.len() <= 1024, "{} bytes", fitted.len());
+        assert!(fitted.starts_with("éé") && fitted.ends_with(" [...]"));
     }
 }

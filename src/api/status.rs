@@ -42,6 +42,10 @@ pub struct JwtKeySetStatus {
     /// `HISTORY_LIMIT`): it outlives Events, which expire after an hour.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// The last value of the rotate annotation honoured, so that a manifest emptied or restored
+    /// does not rotate a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_request: Option<String>,
 }
 
 /// How many entries `status.history` keeps: the newest win.

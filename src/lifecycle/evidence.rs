@@ -10,11 +10,13 @@
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
+//! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again | an emptied or restored manifest must not rotate a second time |
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
 //! | 5b | A pending key the status does not list (while it lists others) waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
+//! | 7b | With no active record, a retired record of the key in the signing slot (published, not revoked, not forgotten by the status) is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
 //! | 8 | A retired key with no public JWK left anywhere cannot be published and is dropped; keys with material are never dropped here | only expiry, revocation or loss of every encoding removes a key |
 //! | 9 | A manifest of a newer version blocks: nothing is written | never destroy what a newer operator wrote |
 //!
@@ -89,6 +91,8 @@ pub struct Evidence {
     pub published: Vec<PublicJwk>,
     /// `status.keys`: the operator's own record of the keys it created.
     pub memory: Vec<KeyRecord>,
+    /// `status.rotationRequest`: the last rotate-annotation value the operator honoured.
+    pub remembered_rotation_request: Option<String>,
 }
 
 /// Something the weighing found and repaired, for Events and logs. Never holds key material.
@@ -143,10 +147,11 @@ pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Wei
     w.recover_unrecorded();
     w.attach_public_parts();
     w.drop_unpublishable();
+    w.signing_key_signs_on(policy);
     w.unconfirmed_retirements_count_from_now();
     w.one_active(policy);
     w.signers_retire_on_write();
-    Ok(w.finish())
+    Ok(w.finish(policy))
 }
 
 /// The evidence of one set, indexed, and the manifest being weighed from it.
@@ -333,6 +338,50 @@ impl<'e> Weighing<'e> {
         });
     }
 
+    /// Rule 7b: with no active record left, a retired record of the key signers use now (its
+    /// material in the signing slot, published, not revoked) is wrong: the operator never
+    /// retires a key without naming its successor in the same write. An edited `state`, or both
+    /// records lost, would otherwise make a key nobody has seen sign at once. The status must
+    /// name it active, or be lost: a key it forgot (rule 3b) stays retired.
+    fn signing_key_signs_on(&mut self, policy: &Policy) {
+        if self.records.values().any(|r| r.state == KeyState::Active) {
+            return;
+        }
+        let memory = &self.evidence.memory;
+        let remembered_active = |kid: &str| {
+            memory.is_empty()
+                || memory
+                    .iter()
+                    .any(|m| m.kid == kid && m.state == KeyState::Active)
+        };
+        let candidate = self
+            .records
+            .values()
+            .filter(|r| {
+                r.state == KeyState::Retired
+                    && self.signing.contains(r.kid.as_str())
+                    && self.seen(&r.kid)
+                    && !policy.revoked_kids.contains(&r.kid)
+                    && remembered_active(&r.kid)
+            })
+            .max_by_key(|r| (r.activated_at, r.kid.clone()))
+            .map(|r| r.kid.clone());
+        let Some(kid) = candidate else {
+            return;
+        };
+        if let Some(r) = self.records.get_mut(&kid) {
+            r.state = KeyState::Active;
+            r.activated_at = r.activated_at.or(Some(self.now));
+            r.retired_at = None;
+            r.expires_at = None;
+        }
+        self.retire_on_write.remove(&kid);
+        self.findings.push(Finding::RecordCorrected {
+            kid,
+            what: "retired with no successor; the key signers use signs on".into(),
+        });
+    }
+
     /// A retirement whose write was never confirmed (the process died) counts from now.
     fn unconfirmed_retirements_count_from_now(&mut self) {
         for r in self.records.values_mut() {
@@ -404,7 +453,7 @@ impl<'e> Weighing<'e> {
         }
     }
 
-    fn finish(self) -> Weighed {
+    fn finish(self, policy: &Policy) -> Weighed {
         let mut keys: Vec<KeyRecord> = self.records.into_values().collect();
         keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
         let kids = |keep: &dyn Fn(&str) -> bool| -> BTreeSet<String> {
@@ -418,7 +467,7 @@ impl<'e> Weighing<'e> {
             private: kids(&|kid| self.found.contains_key(kid)),
         };
         let now = self.now;
-        let (rotation_request, forced_rotation_at) = self
+        let (written, forced_rotation_at) = self
             .manifest
             .map(|m| {
                 (
@@ -427,6 +476,16 @@ impl<'e> Weighing<'e> {
                 )
             })
             .unwrap_or_default();
+        // Rule 3c: a request either record says was honoured is not honoured again (an emptied
+        // or restored manifest would rotate a second time).
+        let remembered = self.evidence.remembered_rotation_request.clone();
+        let requested = policy.rotation_request.clone();
+        let rotation_request =
+            if requested.is_some() && [&written, &remembered].contains(&&requested) {
+                requested
+            } else {
+                written.or(remembered)
+            };
         Weighed {
             manifest: Manifest {
                 version: MANIFEST_VERSION,

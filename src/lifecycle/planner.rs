@@ -65,8 +65,9 @@ pub enum Transition {
     Discarded {
         kid: String,
     },
-    /// The Secret no longer holds this key's private material (edited by hand). An active key
-    /// is retired (its public part stays published), a pending one dropped.
+    /// The Secret no longer holds this key's private material (edited by hand, or an older copy
+    /// restored). An active key, or a published pending one, is retired (its public part stays
+    /// published); an unpublished pending one is dropped.
     Lost {
         kid: String,
         state: KeyState,
@@ -163,10 +164,13 @@ impl<'p> Planning<'p> {
     }
 
     /// A key whose private part vanished cannot sign. Its public part may still verify tokens,
-    /// so an active asymmetric key retires like any other; a pending one never signed, and a
-    /// symmetric one has nothing left to publish.
+    /// so an active asymmetric key retires like any other, and so does a published pending one:
+    /// it may have signed for an operator whose record of its activation was lost (a Secret
+    /// restored before the status caught up), and keeping it published for a retention costs
+    /// nothing. An unpublished pending key never signed; a symmetric one has nothing left to
+    /// publish.
     fn lose_vanished(&mut self, observed: &Observed) {
-        let now = self.now;
+        let (now, policy) = (self.now, self.policy);
         let transitions = &mut self.transitions;
         self.keys.retain_mut(|k| {
             if !k.keeps_private_material() || observed.private.contains(&k.kid) {
@@ -176,13 +180,21 @@ impl<'p> Planning<'p> {
                 kid: k.kid.clone(),
                 state: k.state,
             });
-            let retires = k.state == KeyState::Active && !k.alg.is_symmetric();
-            if retires {
-                k.state = KeyState::Retired;
-                k.retired_at = Some(now);
-                k.expires_at = None;
+            if k.alg.is_symmetric() {
+                return false;
             }
-            retires
+            match k.state {
+                // Signers may hold it until the write that takes it out of their mounts.
+                KeyState::Active => k.expires_at = None,
+                // No signer can take it from the Secret any more: retention counts from now.
+                KeyState::Pending if observed.published.contains(&k.kid) => {
+                    k.expires_at = Some(add(now, k.retention(policy)));
+                }
+                _ => return false,
+            }
+            k.state = KeyState::Retired;
+            k.retired_at = Some(now);
+            true
         });
     }
 

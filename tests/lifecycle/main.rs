@@ -221,6 +221,7 @@ pub fn evidence(manifest: &Manifest, published: &BTreeSet<String>) -> Evidence {
             .filter(|k| published.contains(&k.kid))
             .collect(),
         memory: manifest.keys.clone(),
+        remembered_rotation_request: manifest.rotation_request.clone(),
     }
 }
 
