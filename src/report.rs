@@ -1,5 +1,6 @@
-//! Reporting a pass: the status (the `Ready` condition, the keys, the names written), Events
-//! for every key transition and every repair, and the metrics. Never any key material.
+//! Reporting a pass: the status (the `Ready` condition, the keys, the names written, the
+//! history), Events and audit records for every key transition and every repair, and the
+//! metrics. Never any key material.
 
 use std::time::Duration;
 
@@ -10,9 +11,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::api::{JwtKeySet, JwtKeySetStatus, KeyStatus, ValidSpec};
+use crate::audit::{self, Record};
 use crate::leader::Fence;
 use crate::lifecycle::{self, Activation, Converged, Finding, Manifest, Moved, Transition};
 use crate::reconcile::{Context, Error, MANAGER};
@@ -221,11 +223,17 @@ fn status_for(
         config_map_name: Some(valid.config_map_name.clone()),
         jwks_key: Some(valid.jwks_key.clone()),
         keys: manifest.keys.iter().map(KeyStatus::from).collect(),
+        history: set
+            .status
+            .as_ref()
+            .map(|s| s.history.clone())
+            .unwrap_or_default(),
         rotation_request: manifest.rotation_request.clone(),
     }
 }
 
-/// Writes the status only when it differs from what the set shows: a steady state writes nothing.
+/// Writes the status only when it differs from what the set shows: a steady state writes
+/// nothing. `status.history` is left out: `audit` appends to it under a field manager of its own.
 async fn write_status(
     fence: &Fence,
     set: &JwtKeySet,
@@ -235,16 +243,30 @@ async fn write_status(
     if set.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    let status = JwtKeySetStatus {
+        history: vec![],
+        ..status
+    };
+    let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
+    apply_status(fence, ctx, &ns, &name, &status).await
+}
+
+async fn apply_status(
+    fence: &Fence,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &JwtKeySetStatus,
+) -> Result<(), Error> {
     fence.check()?;
     let patch = json!({
         "apiVersion": "jwt.keyrotator.dev/v1alpha1",
         "kind": "JwtKeySet",
         "status": status,
     });
-    let sets: Api<JwtKeySet> =
-        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    let sets: Api<JwtKeySet> = Api::namespaced(ctx.client.clone(), ns);
     sets.patch_status(
-        &set.name_any(),
+        name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
@@ -292,21 +314,72 @@ fn fit_note(mut note: String) -> String {
     note
 }
 
-/// An Event (and a log line) for each transition and each repair of the evidence.
+/// An Event and an audit record (log line, `status.history`) for each transition and each
+/// repair of the evidence.
 pub async fn events(
     set: &JwtKeySet,
     ctx: &Context,
     transitions: &[Transition],
     findings: &[Finding],
 ) {
-    let name = set.name_any();
-    let notes = findings
+    let notes: Vec<(EventType, &str, Option<&str>, String)> = findings
         .iter()
-        .map(finding_event)
-        .chain(transitions.iter().filter_map(transition_event));
-    for (type_, reason, note) in notes {
-        info!(set = %name, reason, %note, "key event");
-        publish(ctx, set, type_, reason, "Rotate", note).await;
+        .map(|f| {
+            let (type_, reason, note) = finding_event(f);
+            (type_, reason, finding_kid(f), note)
+        })
+        .chain(transitions.iter().map(|t| {
+            let (type_, reason, note) = transition_event(t);
+            (type_, reason, Some(transition_kid(t)), note)
+        }))
+        .collect();
+    let records: Vec<Record<'_>> = notes
+        .iter()
+        .map(|(_, event, kid, message)| Record {
+            event,
+            kid: *kid,
+            message,
+        })
+        .collect();
+    let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
+    let entries = audit::log(&ns, &name, (ctx.clock)(), &records);
+    if !entries.is_empty()
+        && ctx.fence.check().is_ok()
+        && let Err(e) = audit::append_history(&ctx.client, &ns, &name, &entries).await
+    {
+        warn!(set = %name, namespace = %ns, error = %e, "could not record status.history");
+    }
+    for (type_, reason, _, note) in notes {
+        // Every new key is published as it is created: an Event for each would be noise.
+        if reason != "KeyPublished" {
+            publish(ctx, set, type_, reason, "Rotate", note).await;
+        }
+    }
+}
+
+fn transition_kid(t: &Transition) -> &str {
+    match t {
+        Transition::Created { kid }
+        | Transition::Published { kid }
+        | Transition::Activated { kid, .. }
+        | Transition::Retired { kid, .. }
+        | Transition::Expired { kid }
+        | Transition::Revoked { kid, .. }
+        | Transition::Discarded { kid }
+        | Transition::Lost { kid, .. } => kid,
+    }
+}
+
+fn finding_kid(f: &Finding) -> Option<&str> {
+    match f {
+        Finding::RecordCorrected { kid, .. }
+        | Finding::Recovered { kid }
+        | Finding::Unrecorded { kid, .. }
+        | Finding::Unpublishable { kid }
+        | Finding::TwoActive { retired: kid, .. } => Some(kid),
+        Finding::SecretMissing
+        | Finding::ManifestUnusable { .. }
+        | Finding::FileUnreadable { .. } => None,
     }
 }
 
@@ -371,13 +444,14 @@ fn finding_event(f: &Finding) -> (EventType, &'static str, String) {
     }
 }
 
-fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)> {
+fn transition_event(t: &Transition) -> (EventType, &'static str, String) {
     let normal = EventType::Normal;
-    Some(match t {
-        Transition::Published { kid } => {
-            debug!(kid, "key published");
-            return None;
-        }
+    match t {
+        Transition::Published { kid } => (
+            normal,
+            "KeyPublished",
+            format!("key {kid} is in the published JWKS"),
+        ),
         Transition::Created { kid } => (normal, "KeyCreated", format!("generated key {kid}")),
         Transition::Activated { kid, why } => match why {
             Activation::Bootstrap => (normal, "KeyActivated", format!("first key {kid} signs")),
@@ -406,7 +480,7 @@ fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)>
             EventType::Warning,
             "KeyRevoked",
             format!(
-                "key {kid} revoked and removed from the Secret and the JWKS{}",
+                "key {kid} revoked (listed in spec.revokedKids) and removed from the Secret and the JWKS{}",
                 if *was_active {
                     "; it was the active key"
                 } else {
@@ -427,7 +501,7 @@ fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)>
                 state.as_str().to_lowercase()
             ),
         ),
-    })
+    }
 }
 
 #[cfg(test)]

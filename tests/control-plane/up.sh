@@ -17,7 +17,9 @@
 # Components get PDEATHSIG=KILL, so even a SIGKILLed supervisor leaves nothing.
 # Binaries come from setup.sh's cache (JWT_ROTATOR_CACHE); this never builds.
 # Env: JWT_ROTATOR_CP_TIMEOUT = seconds to wait for readiness (default 180);
-#      JWT_ROTATOR_CP_REMOVE_DIR=1 removes DIR on tear-down.
+#      JWT_ROTATOR_CP_REMOVE_DIR=1 removes DIR on tear-down;
+#      JWT_ROTATOR_CP_APISERVER_ARGS = extra kube-apiserver flags, one a line (an audit
+#      policy, an encryption configuration).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -227,8 +229,12 @@ wait_for etcd "$ETCD_PID" "etcd /health" \
 # and the rest); NodeRestriction is added as kubeadm adds it. Two departures, both about the
 # host: it listens and advertises on loopback only, and the `kubernetes` Service gets no
 # endpoints (--endpoint-reconciler-type none), since an endpoint on 127.0.0.1 is invalid.
+# Extra flags, one a line, from JWT_ROTATOR_CP_APISERVER_ARGS (the audit log and encryption
+# at rest tests).
+EXTRA_APISERVER_ARGS=()
+[ -z "${JWT_ROTATOR_CP_APISERVER_ARGS:-}" ] || mapfile -t EXTRA_APISERVER_ARGS <<<"$JWT_ROTATOR_CP_APISERVER_ARGS"
 cp_log "starting kube-apiserver $K8S_VERSION on $API"
-start kube-apiserver "$APISERVER" \
+start kube-apiserver "$APISERVER" "${EXTRA_APISERVER_ARGS[@]}" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address 127.0.0.1 \
   --secure-port "$API_PORT" \
