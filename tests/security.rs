@@ -19,11 +19,14 @@ use support::Operator;
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const OPERATOR_ACCOUNT: &str = "system:serviceaccount:jwt-key-rotator:jwt-key-rotator";
 
-/// Where this binary's API server writes its audit log and reads its encryption config.
+/// Where this binary's API server writes its audit log and reads its encryption config: under
+/// target/ (cargo's scratch for integration tests), emptied at each run, so nothing is left in
+/// /tmp and no run reads an older run's log.
 fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("jwt-rotator-security-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("security");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         dir
     })
