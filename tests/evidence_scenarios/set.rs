@@ -8,6 +8,9 @@ use std::time::Duration;
 use jwt_key_rotator::api::{JwtKeySet, JwtKeySetStatus};
 use jwt_key_rotator::lifecycle::Manifest;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -264,6 +267,19 @@ impl Set {
         .await;
     }
 
+    /// Waits until `status.keys` lists `kid` in `state`.
+    pub async fn status_lists(&self, kid: &str, state: &str) {
+        let what = format!("[{}] the status to list {kid} as {state}", self.label);
+        eventually(&what, DEADLINE, || async {
+            let set = self.sets.get(NAME).await.ok()?;
+            let keys = set.status?.keys;
+            keys.iter()
+                .any(|k| k.kid == kid && k.state == state)
+                .then_some(())
+        })
+        .await;
+    }
+
     /// Prints how many key events of each reason the operator logged.
     pub fn print_key_events(&self) {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -322,4 +338,80 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
+}
+
+/// A ValidatingAdmissionPolicy refusing every write to this namespace's JwtKeySet status with
+/// `message`: the status stays what it was while the Secret moves on (as when the status write
+/// fails, or has not landed yet). Removed when dropped.
+pub struct StatusRefused {
+    name: String,
+}
+
+impl StatusRefused {
+    pub async fn install(set: &Set, message: &str) -> StatusRefused {
+        let name = format!("refuse-status-{}", set.ns);
+        let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["jwt.keyrotator.dev"], "apiVersions": ["*"],
+                    "operations": ["UPDATE"], "resources": ["jwtkeysets/status"],
+                }]},
+                "validations": [{"expression": "false", "message": message}],
+            },
+        }))
+        .expect("a policy");
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": set.ns,
+                }}},
+            },
+        }))
+        .expect("a binding");
+        let policies: Api<ValidatingAdmissionPolicy> = Api::all(set.client.clone());
+        let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(set.client.clone());
+        let refused = StatusRefused { name };
+        policies
+            .create(&PostParams::default(), &policy)
+            .await
+            .expect("create the policy");
+        bindings
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("create the binding");
+        // In force once a status write of ours is refused.
+        let generation = set
+            .sets
+            .get(NAME)
+            .await
+            .expect("the set")
+            .metadata
+            .generation;
+        let patch = json!({"status": {"observedGeneration": generation}});
+        support::eventually("status writes refused", DEADLINE, || async {
+            let write = set
+                .sets
+                .patch_status(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            write.is_err().then_some(())
+        })
+        .await;
+        refused
+    }
+}
+
+impl Drop for StatusRefused {
+    fn drop(&mut self) {
+        for kind in [
+            "validatingadmissionpolicybinding",
+            "validatingadmissionpolicy",
+        ] {
+            support::kubectl(&["delete", kind, &self.name, "--ignore-not-found"]);
+        }
+    }
 }

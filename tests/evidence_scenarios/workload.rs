@@ -243,6 +243,9 @@ struct Token {
     from_edit: bool,
 }
 
+/// A kid, its `private.pem`, and whether it came from a Secret the test wrote.
+type SigningKey = (String, Vec<u8>, bool);
+
 /// A key that started signing, as sampling saw it.
 #[derive(Clone, Debug)]
 pub struct Activation {
@@ -305,7 +308,7 @@ pub struct Checker {
     /// Kids that signed tokens, by signer.
     pub signed_with: BTreeSet<(&'static str, String)>,
     /// The Secret as read, for the lagging signer: (request time, kid, PEM, from an edit).
-    history: VecDeque<(Timestamp, Option<(String, Vec<u8>, bool)>)>,
+    history: VecDeque<(Timestamp, Option<SigningKey>)>,
     /// The JWKS as read, for the caching verifier: (request time, document, by the test).
     cached: VecDeque<(Timestamp, Arc<JwksView>, bool)>,
     /// Fresh tokens checked by a verifier whose JWKS is `propagationDelay` old, and of those
