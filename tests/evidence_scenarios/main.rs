@@ -6,7 +6,8 @@
 //!
 //! The scenarios run side by side against one control plane, each set in a namespace of its own
 //! watched by an operator of its own. One test measures what the operator's reads cost the API
-//! server; it runs alone (`GATE`).
+//! server; it runs alone (`GATE`). `open_operator_bugs` holds the tests that fail because of an
+//! operator bug not fixed yet.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -20,6 +21,7 @@ mod cost;
 mod inconsistent;
 mod jwks_key;
 mod manifest;
+mod open_operator_bugs;
 mod operations;
 mod planted;
 mod reports;

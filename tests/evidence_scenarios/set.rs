@@ -280,6 +280,24 @@ impl Set {
         .await;
     }
 
+    /// How many times the Secret changed over `window`, as seen polling it every 20 ms (a
+    /// lower bound).
+    pub async fn secret_changes_over(&self, window: Duration) -> usize {
+        let started = std::time::Instant::now();
+        let mut last = None;
+        let mut changes = 0;
+        while started.elapsed() < window {
+            let secret = self.secrets.get(SECRET).await.expect("get the Secret");
+            let version = secret.resource_version();
+            if last.is_some() && last != version {
+                changes += 1;
+            }
+            last = version;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        changes
+    }
+
     /// Prints how many key events of each reason the operator logged.
     pub fn print_key_events(&self) {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
