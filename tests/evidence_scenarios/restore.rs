@@ -19,7 +19,8 @@ async fn a_secret_restored_from_before_a_rotation_keeps_the_new_key_signing() {
     })
     .await;
     assert_eq!(next_signer(&w, &a).await, b, "B took over from A");
-    // The status names B too: a restore before it does is `known_bugs`' business.
+    // The status names B too: a restore before it does is
+    // `a_secret_restored_while_the_status_lags_keeps_the_key_that_signed_published`.
     set.status_names(&b).await;
     let what = "the Secret restored from a copy taken before the rotation";
     let at = edit_while_stopped(&set, &w, what, set.restore_secret(&copy)).await;
