@@ -811,3 +811,139 @@ impl Workload {
         c
     }
 }
+
+/// The checker is every scenario's main assertion: these feed it what a broken operator would
+/// leave and check that it objects, and that it does not blame the operator for the test's edits.
+mod checker_self_test {
+    use super::*;
+    use jwt_key_rotator::keys::{Algorithm, KeyMaterial, generate};
+
+    const T: Timing = Timing::secs(3600, 2, 0, 3, 0);
+
+    fn key() -> KeyMaterial {
+        generate(Algorithm::ES256, None).expect("a key")
+    }
+
+    fn record(k: &KeyMaterial, state: KeyState, published: Timestamp) -> Value {
+        json!({"kid": k.kid(), "alg": "ES256", "state": state.as_str(),
+               "createdAt": published, "publishedAt": published,
+               "activatedAt": (state == KeyState::Active).then_some(published)})
+    }
+
+    fn secret(version: &str, active: &KeyMaterial, records: Vec<Value>) -> SecretView {
+        let manifest = json!({"version": 1, "keys": records}).to_string();
+        SecretView {
+            version: version.into(),
+            kid: Some(active.kid().to_string()),
+            private_pem: active.private_pem().map(|p| p.as_bytes().to_vec()),
+            manifest: Manifest::from_json(manifest.as_bytes()).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn jwks(version: &str, keys: &[&KeyMaterial]) -> Arc<JwksView> {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|k| serde_json::to_value(k.public_jwk().expect("public")).expect("JSON"))
+            .collect();
+        let mut map = ConfigMap::default();
+        map.metadata.resource_version = Some(version.into());
+        let doc = json!({ "keys": keys }).to_string();
+        map.data = Some([(JWKS_KEY.to_string(), doc)].into());
+        Arc::new(jwks_view(map))
+    }
+
+    fn at(s: &mut Checker, secret: SecretView, jwks: Arc<JwksView>, now: Timestamp) {
+        s.observe(Sample {
+            secret_at: (now, now),
+            jwks_at: (now, now),
+            secret: Some(secret),
+            jwks: Some(jwks),
+        });
+    }
+
+    fn checker() -> Checker {
+        Checker {
+            timing: T,
+            token_life: T.token_ttl,
+            ..Checker::default()
+        }
+    }
+
+    fn violations(c: &Checker) -> Vec<String> {
+        c.violations.iter().map(|v| v.0.clone()).collect()
+    }
+
+    #[test]
+    fn a_key_dropped_while_its_tokens_live_is_a_violation() {
+        let (a, now) = (key(), Timestamp::now());
+        let mut c = checker();
+        let records = || vec![record(&a, KeyState::Active, now)];
+        at(&mut c, secret("s1", &a, records()), jwks("m1", &[&a]), now);
+        assert!(
+            c.signed >= 1 && violations(&c).is_empty(),
+            "{:?}",
+            violations(&c)
+        );
+        let later = now + SignedDuration::from_millis(50);
+        at(&mut c, secret("s1", &a, records()), jwks("m2", &[]), later);
+        let v = violations(&c);
+        assert!(
+            v.iter().any(|v| v.contains("fail on the operator's JWKS")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn the_same_on_a_jwks_the_test_wrote_is_the_test_s_doing() {
+        let (a, now) = (key(), Timestamp::now());
+        let mut c = checker();
+        let records = || vec![record(&a, KeyState::Active, now)];
+        at(&mut c, secret("s1", &a, records()), jwks("m1", &[&a]), now);
+        c.edited(Edited::map("m2".into()));
+        let later = now + SignedDuration::from_millis(50);
+        at(&mut c, secret("s1", &a, records()), jwks("m2", &[]), later);
+        assert!(violations(&c).is_empty(), "{:?}", violations(&c));
+        assert!(c.against_edit >= 1);
+    }
+
+    #[test]
+    fn a_key_that_signs_before_its_lead_is_a_violation() {
+        let (a, b, now) = (key(), key(), Timestamp::now());
+        let mut c = checker();
+        let records = vec![record(&a, KeyState::Active, now)];
+        at(&mut c, secret("s1", &a, records), jwks("m1", &[&a]), now);
+        // B published and signing in the same instant: 50 ms of lead where 2 s are owed.
+        let later = now + SignedDuration::from_millis(50);
+        let records = vec![
+            record(&a, KeyState::Retired, now),
+            record(&b, KeyState::Active, later),
+        ];
+        at(
+            &mut c,
+            secret("s2", &b, records),
+            jwks("m2", &[&a, &b]),
+            later,
+        );
+        let v = violations(&c);
+        assert!(
+            v.iter().any(|v| v.contains("less than publishLead")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_foreign_key_the_operator_publishes_is_a_violation() {
+        let (a, f, now) = (key(), key(), Timestamp::now());
+        let mut c = checker();
+        c.foreign.insert(f.kid().to_string());
+        let records = vec![record(&a, KeyState::Active, now)];
+        at(
+            &mut c,
+            secret("s1", &a, records),
+            jwks("m1", &[&a, &f]),
+            now,
+        );
+        let v = violations(&c);
+        assert!(v.iter().any(|v| v.contains("foreign key")), "{v:?}");
+    }
+}
