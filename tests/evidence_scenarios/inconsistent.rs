@@ -146,3 +146,75 @@ async fn an_active_record_edited_to_retired_keeps_the_same_key_signing() {
     assert_eq!(set.events("KeyCreated").await, 1, "no key was generated");
     set.wait_events("RecordCorrected", 1).await;
 }
+
+/// An edit of a pending key's record, given the record the operator wrote.
+type RecordEdit = fn(&mut Value, &KeyRecord);
+
+/// Each inconsistency of a pending key's record on its own, one after the other while the key
+/// waits for its lead: `publishedAt` an hour in the past, `publicJwk` removed, the record
+/// duplicated. Each is repaired to one record with its JWK and a publication no earlier than
+/// the real one, and the key signs no earlier than its lead after its real publication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_inconsistency_of_a_pending_record_is_repaired_and_the_lead_holds() {
+    let _shared = GATE.read().await;
+    let timing = Timing::secs(3600, 12, 1, 3, 1);
+    let (set, w) = Set::start("pending-record", timing).await;
+    set.rotate("now").await;
+    let p = w
+        .until("a published pending key", DEADLINE, |c| {
+            c.manifest.as_ref().and_then(pending_published).cloned()
+        })
+        .await;
+    let published = p.published_at.expect("publishedAt");
+    let edits: [(&str, RecordEdit); 3] = [
+        (
+            "the pending key's publishedAt moved an hour back",
+            |m, p| {
+                let hour_ago = p.published_at.expect("publishedAt") - SignedDuration::from_hours(1);
+                record_mut(m, "Pending")["publishedAt"] = json!(hour_ago.to_string());
+            },
+        ),
+        ("the pending key's publicJwk removed", |m, _| {
+            let record = record_mut(m, "Pending").as_object_mut().expect("a record");
+            record.remove("publicJwk");
+        }),
+        ("the pending key's record duplicated", |m, _| {
+            duplicate(m, "Pending")
+        }),
+    ];
+    let mut reconciles = reconciles_settled(&set, 0.0).await;
+    for (what, edit) in edits {
+        let at = w.edit(what, set.edit_manifest(|m| edit(m, &p))).await;
+        let repaired = operator_since(&w, "the record repaired", at, |c| {
+            let m = c.manifest.as_ref()?;
+            let records: Vec<&KeyRecord> = m.keys.iter().filter(|k| k.kid == p.kid).collect();
+            (records.len() == 1).then(|| records[0].clone())
+        })
+        .await;
+        assert_eq!(repaired.state, KeyState::Pending, "[{what}]");
+        assert_eq!(
+            repaired.public_jwk, p.public_jwk,
+            "[{what}] the JWK is back"
+        );
+        let again = repaired.published_at.expect("publishedAt");
+        assert!(
+            again >= published,
+            "[{what}] publication moved back to {again}"
+        );
+        reconciles = reconciles_settled(&set, reconciles).await;
+        eprintln!("[pending-record] {what}: repaired, published {again}");
+    }
+    let activation = w
+        .until("P to sign", DEADLINE, |c| {
+            c.activations.iter().find(|x| x.kid == p.kid).cloned()
+        })
+        .await;
+    let c = w.finish().await;
+    set.print_key_events();
+    assert!(
+        activation.by >= published + timing.publish_lead,
+        "P signed by {}, before its lead from {published}",
+        activation.by
+    );
+    assert!(c.activations.iter().all(|a| !a.unled));
+}

@@ -122,7 +122,13 @@ fn sleep_until(t: Timestamp) -> tokio::time::Sleep {
 /// Waits until the operator has reconciled after `before` and then stayed idle for a second.
 async fn reconciles_settled(set: &Set, before: f64) -> f64 {
     let mut n = set.reconciled_after(before).await;
+    let started = std::time::Instant::now();
     loop {
+        let label = &set.label;
+        assert!(
+            started.elapsed() < DEADLINE,
+            "[{label}] still reconciling after {DEADLINE:?}"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
         let again = set.reconciles().await;
         if again == n {
