@@ -22,9 +22,8 @@ fn duplicate(m: &mut Value, state: &str) {
     m["keys"].as_array_mut().expect("keys").push(copy);
 }
 
-/// The published pending key once the status lists it, as the Secret records it then: until
-/// the status lists it, the operator may restart its publication (rule 5b, see
-/// `open_operator_bugs`), and the record of its real publication is the one after.
+/// The published pending key once the status lists it, as the Secret records it then: the
+/// record the status and the Secret agree on.
 async fn published_pending_the_status_lists(set: &Set, w: &Workload) -> KeyRecord {
     let p = w
         .until("a published pending key", DEADLINE, |c| {

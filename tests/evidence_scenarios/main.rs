@@ -6,8 +6,7 @@
 //!
 //! The scenarios run side by side against one control plane, each set in a namespace of its own
 //! watched by an operator of its own. One test measures what the operator's reads cost the API
-//! server; it runs alone (`GATE`). `open_operator_bugs` holds the tests that fail because of an
-//! operator bug not fixed yet.
+//! server; it runs alone (`GATE`).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -21,11 +20,11 @@ mod cost;
 mod inconsistent;
 mod jwks_key;
 mod manifest;
-mod open_operator_bugs;
 mod operations;
 mod planted;
 mod reports;
 mod restore;
+mod status_lag;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

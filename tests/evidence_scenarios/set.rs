@@ -25,6 +25,9 @@ pub const SECRET: &str = "web-signing-keys";
 pub const CONFIG_MAP: &str = "web-jwks";
 /// Generous: the machine is small and shared; the properties hold however long waiting takes.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+/// The message of the operator's audit log line, one per transition or repair (`src/audit.rs`);
+/// its `event` field is the Event's reason and it carries the full note.
+const AUDIT_LINE: &str = "key transition";
 
 pub struct Set {
     pub label: String,
@@ -244,15 +247,15 @@ impl Set {
         .await
     }
 
-    /// The operator's log lines about key events of `reason` (they carry the full note, which
+    /// The operator's audit log lines of `reason` (they carry the full note, which
     /// an Event series does not repeat).
     pub fn logged(&self, reason: &str) -> Vec<String> {
-        let needle = format!("reason=\"{reason}\"");
-        let alt = format!("reason={reason} ");
+        let needle = format!("event=\"{reason}\"");
+        let alt = format!("event={reason} ");
         self.operator
             .log_text()
             .lines()
-            .filter(|l| l.contains("key event") && (l.contains(&needle) || l.contains(&alt)))
+            .filter(|l| l.contains(AUDIT_LINE) && (l.contains(&needle) || l.contains(&alt)))
             .map(str::to_string)
             .collect()
     }
@@ -302,11 +305,11 @@ impl Set {
     pub fn print_key_events(&self) {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for line in self.operator.log_text().lines() {
-            if !line.contains("key event") {
+            if !line.contains(AUDIT_LINE) {
                 continue;
             }
             let reason = line
-                .split("reason=\"")
+                .split("event=\"")
                 .nth(1)
                 .and_then(|r| r.split('"').next());
             *counts.entry(reason.unwrap_or("?").to_string()).or_default() += 1;

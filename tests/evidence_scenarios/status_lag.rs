@@ -1,17 +1,14 @@
-//! OPEN OPERATOR BUGS: each test here fails on today's `src/`, states the behaviour the operator
-//! owes, and passes once the bug is fixed. Reported to the lead with the operator's log lines.
-//! Run the rest of the binary with `cargo test --test evidence_scenarios -- --skip
-//! open_operator_bugs`.
+//! The status lags the Secret: its write refused (a policy, a webhook, RBAC without
+//! `jwtkeysets/status`), or not yet in the watch cache when the operator's own Secret write
+//! starts the next pass. The operator corrects nothing and writes nothing for its own lag
+//! (rule 5b of `evidence.rs` fires only when the status knows a key newer than the pending one).
 
 use super::*;
 
-/// Status writes refused (a policy, a webhook, RBAC without `jwtkeysets/status`) while a pending
-/// key exists that the status does not list. Rule 5b of `evidence.rs` counts that key as
-/// published from now on every pass; the plan republishes it, the Secret is written with a new
-/// `publishedAt`, the status write fails, and the operator's own Secret write starts the next
-/// pass at once, past the error back-off: about 30 Secret writes and 30 `RecordCorrected` Events
-/// a second, and the pending key never gets its lead. Owed: back-off on errors (issue 8, point 4)
-/// and no write that only restarts a lead.
+/// Status writes refused while a pending key exists that the status does not list: the Secret
+/// is not rewritten in a loop (once, before the fix, about 30 Secret writes and 30
+/// `RecordCorrected` Events a second, each started by the operator's own write past the error
+/// back-off, and the pending key never got its lead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_status_write_does_not_make_the_operator_rewrite_the_secret_in_a_loop() {
     let _shared = GATE.read().await;
@@ -48,12 +45,9 @@ async fn a_refused_status_write_does_not_make_the_operator_rewrite_the_secret_in
 }
 
 /// A new pending key is written to the Secret before the status lists it (the safe order of
-/// writes). The pass that the operator's own Secret write starts can read the set from the
-/// watch cache before the status write has arrived there; rule 5b then takes the new key for
-/// one the status forgot: a `RecordCorrected` warning Event ("a pending key the status does not
-/// list counts as published from now") about a set nobody touched, the key's publication
-/// restarted, the Secret and the JWKS written again. Seen in 3 of 10 rotations in one run.
-/// Owed: no correction, no Event, no write, for the operator's own lag.
+/// writes), and the pass the operator's own Secret write starts may read a status that does not
+/// list it yet: no `RecordCorrected` Event, no restarted lead, for a set nobody touched (once,
+/// before the fix, 3 of 10 rotations).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotations_of_a_set_nobody_edits_correct_no_record() {
     let _shared = GATE.read().await;
