@@ -97,11 +97,23 @@ pub async fn append_history(
     }
 }
 
-/// `history` with `new` appended, keeping the newest `HISTORY_LIMIT` entries.
+/// A failed pass is retried (for up to 5 minutes between tries) and reports the same
+/// transitions again: an entry equal to one this recent is that retry, not news.
+const REPEAT_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_secs(15 * 60);
+
+/// `history` with `new` appended, keeping the newest `HISTORY_LIMIT` entries; an entry that
+/// repeats a recent one (same event, kid and message) is left out, so that retries of a failing
+/// pass do not push older entries (a revocation) out of the bounded history.
 pub fn appended(history: &[HistoryEntry], new: &[HistoryEntry]) -> Vec<HistoryEntry> {
-    let all = history.iter().chain(new);
-    let excess = (history.len() + new.len()).saturating_sub(HISTORY_LIMIT);
-    all.skip(excess).cloned().collect()
+    let repeats = |n: &HistoryEntry| {
+        history.iter().any(|h| {
+            (&h.event, &h.kid, &h.message) == (&n.event, &n.kid, &n.message)
+                && n.time.0.duration_since(h.time.0) < REPEAT_WINDOW
+        })
+    };
+    let fresh: Vec<&HistoryEntry> = new.iter().filter(|n| !repeats(n)).collect();
+    let excess = (history.len() + fresh.len()).saturating_sub(HISTORY_LIMIT);
+    history.iter().chain(fresh).skip(excess).cloned().collect()
 }
 
 #[cfg(test)]
@@ -140,6 +152,15 @@ mod tests {
         );
         assert_eq!(many.len(), HISTORY_LIMIT);
         assert_eq!(many[0].event, "N1");
+    }
+
+    #[test]
+    fn a_retried_pass_does_not_record_its_transitions_twice() {
+        let once = appended(&[], &entries(["KeyCreated".to_string()]));
+        let again = appended(&once, &entries(["KeyCreated".to_string()]));
+        assert_eq!(again.len(), 1);
+        let other = appended(&once, &entries(["KeyActivated".to_string()]));
+        assert_eq!(other.len(), 2);
     }
 
     #[test]

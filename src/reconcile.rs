@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::Reporter;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -47,11 +47,13 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 pub struct Context {
     pub client: Client,
     pub clock: Clock,
-    /// Who reports Events. Each Event gets a recorder of its own: kube's `Recorder` folds Events
-    /// of one reason about one object into a series that keeps the first note, so a second key
-    /// created would show as the first one. Repeats are already kept out (`report::blocked`
-    /// publishes only when the condition changes).
+    /// Who reports Events.
     pub reporter: Reporter,
+    /// A recorder per distinct Event (set, reason, note): kube's `Recorder` folds Events of one
+    /// reason about one object into a series that keeps the first note, so with one recorder a
+    /// second key created would show as the first one. Per note, a retried pass's repeats fold
+    /// into a series and anything new is an Event of its own.
+    pub recorders: Mutex<HashMap<u64, Recorder>>,
     /// Closed while another replica leads: every write checks it first.
     pub fence: Arc<Fence>,
     pub metrics: Arc<Metrics>,
@@ -73,6 +75,7 @@ impl Context {
             client,
             clock,
             reporter,
+            recorders: Mutex::default(),
             fence,
             metrics,
             unwritten: Unwritten::default(),

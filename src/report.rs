@@ -292,10 +292,33 @@ pub async fn publish(
         action: action.into(),
         secondary: None,
     };
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let recorder = recorder_for(ctx, set, &event);
     if let Err(e) = recorder.publish(&event, &set.object_ref(&())).await {
         warn!(set = %set.name_any(), reason, error = %e, "could not publish event");
     }
+}
+
+/// Distinct Events are remembered this many at a time; past it the memory starts again (a
+/// repeat then makes a new Event instead of counting in a series: no harm).
+const RECORDERS: usize = 1024;
+
+/// The recorder of this Event's (set, reason, note), so that only repeats fold into a series.
+fn recorder_for(ctx: &Context, set: &JwtKeySet, event: &Event) -> Recorder {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (set.uid(), &event.reason, &event.note, &event.action).hash(&mut hasher);
+    let key = hasher.finish();
+    let mut recorders = ctx
+        .recorders
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if recorders.len() >= RECORDERS && !recorders.contains_key(&key) {
+        recorders.clear();
+    }
+    recorders
+        .entry(key)
+        .or_insert_with(|| Recorder::new(ctx.client.clone(), ctx.reporter.clone()))
+        .clone()
 }
 
 /// The API server refuses an Event whose note exceeds 1 KiB, and a refused Event tells nobody

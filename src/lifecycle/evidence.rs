@@ -13,8 +13,8 @@
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again | an emptied or restored manifest must not rotate a second time |
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
-//! | 5b | A pending key the status does not list, while it lists a key created after it, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
-//! | 6 | A key signers may be using (in the Secret's signing slot) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts |
+//! | 5b | A pending key the status does not list, while it lists a key created after its publication, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
+//! | 6 | A key signers may be using (in the Secret's signing slot, or active in the status) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
 //! | 7b | With no active record, a retired record of the key in the signing slot (published, not revoked, not forgotten by the status) is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
 //! | 8 | A retired key with no public JWK left anywhere cannot be published and is dropped; keys with material are never dropped here | only expiry, revocation or loss of every encoding removes a key |
@@ -284,15 +284,23 @@ impl<'e> Weighing<'e> {
         }
     }
 
-    /// Rule 5b: the status remembers a key created after this one, but not this one: the
-    /// operator dropped it (it was lost or discarded, and left the document since) and a
-    /// restored copy brings it back; verifiers may have dropped it too. A status that merely
-    /// lags (its write failed) knows only older keys: then nothing is reset, or every pass would
-    /// restart the lead and rewrite the Secret.
+    /// Rule 5b: the status remembers a key created after this one was published, but not this
+    /// one: the operator dropped it (it was lost or discarded, and left the document since) and
+    /// a restored copy brings it back; verifiers may have dropped it too. A status that merely
+    /// lags (its write failed) knows only older keys; and once the publication is stamped
+    /// again, after that newer key, the rule is satisfied: it never resets a lead twice, so no
+    /// pass rewrites the Secret for it while status writes fail. A status time far ahead of now
+    /// (a clock set back) proves nothing.
     fn forgotten_by_status(&self, record: &KeyRecord) -> bool {
         let memory = &self.evidence.memory;
+        let Some(published_at) = record.published_at else {
+            return false;
+        };
+        let horizon = self.now + FUTURE_TOLERANCE;
         !memory.iter().any(|m| m.kid == record.kid)
-            && memory.iter().any(|m| m.created_at > record.created_at)
+            && memory
+                .iter()
+                .any(|m| m.created_at > published_at && m.created_at <= horizon)
     }
 
     fn seen(&self, kid: &str) -> bool {
@@ -440,10 +448,24 @@ impl<'e> Weighing<'e> {
     /// Rule 6: a retired key signers may be using retires no earlier than the write that takes
     /// it out of the signing slot: no expiry fixed before stands.
     fn signers_retire_on_write(&mut self) {
-        for kid in &self.signing {
+        // The status's active key signed until the last pass at least, whatever an older
+        // record (a restored manifest) says of its retirement.
+        let remembered_active = self
+            .evidence
+            .memory
+            .iter()
+            .filter(|m| m.state == KeyState::Active)
+            .map(|m| m.kid.as_str());
+        let in_use: BTreeSet<&str> = self
+            .signing
+            .iter()
+            .copied()
+            .chain(remembered_active)
+            .collect();
+        for kid in in_use {
             if self
                 .records
-                .get(*kid)
+                .get(kid)
                 .is_some_and(|r| r.state == KeyState::Retired)
             {
                 self.retire_on_write.insert(kid.to_string());

@@ -61,13 +61,14 @@ pub enum Transition {
         kid: String,
         was_active: bool,
     },
-    /// A pending key of a kind the spec no longer asks for; it never signed anything.
+    /// A pending key of a kind the spec no longer asks for: dropped, or, when it was published,
+    /// kept published as retired for a retention.
     Discarded {
         kid: String,
     },
     /// The Secret no longer holds this key's private material (edited by hand, or an older copy
-    /// restored). An active key, or a published pending one, is retired (its public part stays
-    /// published); an unpublished pending one is dropped.
+    /// restored). An asymmetric key is retired (its public part stays published); a symmetric
+    /// one is dropped.
     Lost {
         kid: String,
         state: KeyState,
@@ -164,11 +165,10 @@ impl<'p> Planning<'p> {
     }
 
     /// A key whose private part vanished cannot sign. Its public part may still verify tokens,
-    /// so an active asymmetric key retires like any other, and so does a published pending one:
-    /// it may have signed for an operator whose record of its activation was lost (a Secret
-    /// restored before the status caught up), and keeping it published for a retention costs
-    /// nothing. An unpublished pending key never signed; a symmetric one has nothing left to
-    /// publish.
+    /// so an active asymmetric key retires like any other, and so does a pending one: it may
+    /// have signed for an operator whose record of its activation was lost (a Secret restored
+    /// before the status caught up), and keeping it published for a retention costs one JWKS
+    /// entry. A symmetric key has nothing left to publish.
     fn lose_vanished(&mut self, observed: &Observed) {
         let (now, policy) = (self.now, self.policy);
         let transitions = &mut self.transitions;
@@ -186,8 +186,10 @@ impl<'p> Planning<'p> {
             match k.state {
                 // Signers may hold it until the write that takes it out of their mounts.
                 KeyState::Active => k.expires_at = None,
-                // No signer can take it from the Secret any more: retention counts from now.
-                KeyState::Pending if observed.published.contains(&k.kid) => {
+                // No signer can take it from the Secret any more: retention counts from now. Not
+                // only when published now: a restore of both objects may have taken it out of
+                // the JWKS after it signed.
+                KeyState::Pending if k.public_jwk.is_some() => {
                     k.expires_at = Some(add(now, k.retention(policy)));
                 }
                 _ => return false,
@@ -219,12 +221,25 @@ impl<'p> Planning<'p> {
         });
     }
 
-    /// A pending key of another kind never signed: dropping it cannot break a token.
+    /// A pending key of another kind is not wanted. One never published never signed and goes;
+    /// a published one may have signed for an operator whose record of its activation was lost
+    /// (a Secret restored with the status lost), so it stays published as retired for a full
+    /// retention, like a lost one.
     fn discard_stale_pending(&mut self) {
-        let policy = self.policy;
-        self.drop_where(|k| {
-            let stale = k.state == KeyState::Pending && !k.matches(policy);
-            stale.then(|| Transition::Discarded { kid: k.kid.clone() })
+        let (now, policy) = (self.now, self.policy);
+        let transitions = &mut self.transitions;
+        self.keys.retain_mut(|k| {
+            if k.state != KeyState::Pending || k.matches(policy) {
+                return true;
+            }
+            transitions.push(Transition::Discarded { kid: k.kid.clone() });
+            if k.published_at.is_none() {
+                return false;
+            }
+            k.state = KeyState::Retired;
+            k.retired_at = Some(now);
+            k.expires_at = Some(add(now, k.retention(policy)));
+            true
         });
     }
 

@@ -273,6 +273,18 @@ fn a_pending_key_the_status_forgot_waits_a_full_lead_when_a_restore_brings_it_ba
             .iter()
             .any(|f| matches!(f, Finding::RecordCorrected { kid, .. } if *kid == pending))
     );
+    // Once stamped again, after the newer key, the rule is satisfied: no second reset, so no
+    // Secret write on every pass while the status cannot be written.
+    let mut stamped = m.clone();
+    stamped
+        .keys
+        .iter_mut()
+        .find(|k| k.kid == pending)
+        .unwrap()
+        .published_at = Some(t(186));
+    let again = with_manifest(e.clone(), ManifestRead::Read(stamped));
+    let w = weigh(&again, &quick(), t(190)).unwrap();
+    assert_eq!(w.manifest.get(&pending).unwrap().published_at, Some(t(186)));
     // A status that only lags (its write failed after `pending` was made) knows no newer key:
     // the manifest's time stands, or every pass would restart the lead.
     e.memory.pop();

@@ -299,9 +299,15 @@ fn changing_the_algorithm_rolls_to_the_new_kind_through_the_safe_path() {
     let old_active = p.manifest.keys[0].kid.clone();
     let eddsa = policy(Algorithm::EdDSA, 100, 20, 5, 30, 2);
     let (c, transitions) = settle(&eddsa, &p.manifest, t(85), &mut minter);
-    assert!(
-        c.manifest.get(&old_pending).is_none(),
-        "a pending ES256 key never signed"
+    assert_eq!(
+        state_of(&c.manifest, &old_pending),
+        Some(KeyState::Retired),
+        "published: a lost record of its activation would not show, so it stays published"
+    );
+    assert_eq!(
+        c.manifest.get(&old_pending).unwrap().expires_at,
+        Some(t(85) + jiff::SignedDuration::from_secs(5 + 30 + 2)),
+        "for a retention from the discard"
     );
     assert!(transitions.contains(&Transition::Discarded { kid: old_pending }));
     let new = c
