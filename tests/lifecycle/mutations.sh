@@ -114,9 +114,11 @@ run_tests() {
 	# First line of each failure: a proptest's "Test failed: ...", or a panic's message.
 	msgs=$(awk '
 		/^---- .* stdout ----$/ { name = $2; want = 1; next }
-		want && /Test failed: / { sub(/.*Test failed: /, ""); sub(/; minimal failing input.*/, "");
-			print name ": " substr($0, 1, 160); want = 0; next }
-		want && /panicked at/ { getline; if ($0 !~ /^Test failed/) { print name ": " substr($0, 1, 160); want = 0 } }
+		want && /panicked at/ { panicked = 1; next }
+		want && panicked {
+			sub(/^Test failed: (Case failed: )?/, ""); sub(/; minimal failing input.*/, "")
+			print name ": " substr($0, 1, 200); want = 0; panicked = 0
+		}
 	' "$log" | paste -sd'|' -)
 	printf '%s\t%s\t%s\n' "$props" "$rules" "$msgs"
 }
