@@ -272,9 +272,15 @@ pub fn config() -> proptest::test_runner::Config {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    // `PROPTEST_MAX_SHRINK_ITERS=0` reports the first failing case as found (the mutation study,
+    // `mutations.sh`, only needs to know which invariant fails, not a readable case).
+    let max_shrink_iters = std::env::var("PROPTEST_MAX_SHRINK_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
     proptest::test_runner::Config {
         cases,
-        max_shrink_iters: 2_000,
+        max_shrink_iters,
         max_shrink_time: 120_000,
         ..Default::default()
     }

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Mutation study of the lifecycle rules (issue 8, item 3: "remove each rule in turn and show a
+# property fails").
+#
+# NOT RUN IN CI: every mutation rebuilds the crate and runs the lifecycle tests with thousands of
+# hostile cases; the whole study takes an hour or more on two cores.
+#
+# For each protection (a rule of src/lifecycle/evidence.rs or planner.rs, the write order and
+# confirm_retired of converge.rs, the render cap and the Unwritten reuse of objects.rs) it applies
+# the smallest patch that removes exactly that rule, runs `cargo test --test lifecycle`, records
+# which tests fail (property tests apart from rule tests) with the first line of each failure,
+# and restores the tree (also on Ctrl-C). A patch that no longer applies is reported as such.
+#
+# Usage:  tests/lifecycle/mutations.sh [--list | --check] [NAME...]   (no NAME: every mutation)
+#         --check applies each patch and restores it, building and running nothing.
+# Env:    PROPTEST_CASES   cases per property test (default 3000)
+#         ESCALATE_CASES   when no property fails, run again with this many (default 10000;
+#                          empty: never)
+#         LOG_DIR          where the logs and results.tsv go (default /tmp/jwt-mutations)
+#
+# Results: $LOG_DIR/results.tsv, one line per mutation:
+#   name <TAB> verdict <TAB> failing property tests <TAB> failing rule tests <TAB> messages
+# verdict: PROPERTY (a property test fails), RULE-ONLY (only unit rule tests fail), SURVIVED
+# (nothing fails), BUILD (the mutant does not build), STALE (the patch no longer applies).
+set -uo pipefail
+
+root=$(git rev-parse --show-toplevel) || exit 2
+cd "$root" || exit 2
+cases=${PROPTEST_CASES:-3000}
+escalate=${ESCALATE_CASES-10000}
+logs=${LOG_DIR:-/tmp/jwt-mutations}
+mkdir -p "$logs"
+
+# name | file | text to find (exactly once) | replacement
+# Fields are separated by ' | '; '\n' in a field is a newline.
+MUTATIONS=$(
+	cat <<'EOF'
+ev-1-thumbprint | src/lifecycle/evidence.rs | fn jwk_is_sound(jwk: &PublicJwk) -> bool {\n | fn jwk_is_sound(jwk: &PublicJwk) -> bool {\n    return true;\n
+ev-2-unrecorded-never-published | src/lifecycle/evidence.rs | if self.published.contains_key(*kid) { | if true {
+ev-2-recover-material-and-jwk | src/lifecycle/evidence.rs | if self.published.contains_key(*kid) { | if false {
+ev-3-merge-furthest | src/lifecycle/evidence.rs | Some(earlier) => merge(earlier, record), | Some(_earlier) => record,
+ev-3b-forgotten-stay-retired | src/lifecycle/evidence.rs | fn forgotten_stay_retired(&mut self) {\n | fn forgotten_stay_retired(&mut self) {\n        return;\n
+ev-3c-request-honoured-once | src/lifecycle/evidence.rs | let remembered = self.evidence.remembered_rotation_request.clone(); | let remembered: Option<String> = None;
+ev-4-clamp-future | src/lifecycle/evidence.rs | Some(at) if *at > add(now, FUTURE_TOLERANCE) => { | Some(at) if false && *at > add(now, FUTURE_TOLERANCE) => {
+ev-4-times-fit-state | src/lifecycle/evidence.rs | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n    return;\n
+ev-5-unseen-unpublished | src/lifecycle/evidence.rs | if !seen {\n                    record.published_at = None;\n                } else if forgotten { | if forgotten {
+ev-5b-forgotten-pending-waits | src/lifecycle/evidence.rs | } else if forgotten { | } else if false && forgotten {
+ev-6-signers-retire-on-write | src/lifecycle/evidence.rs | .is_some_and(|r| r.state == KeyState::Retired) | .is_some_and(|r| false && r.state == KeyState::Retired)
+ev-7-one-active | src/lifecycle/evidence.rs | fn one_active(&mut self, policy: &Policy) {\n | fn one_active(&mut self, policy: &Policy) {\n        return;\n
+ev-7b-signing-key-signs-on | src/lifecycle/evidence.rs | fn signing_key_signs_on(&mut self, policy: &Policy) {\n | fn signing_key_signs_on(&mut self, policy: &Policy) {\n        return;\n
+ev-8-drop-unpublishable | src/lifecycle/evidence.rs | fn drop_unpublishable(&mut self) {\n | fn drop_unpublishable(&mut self) {\n        return;\n
+ev-9-newer-manifest-blocks | src/lifecycle/evidence.rs | ManifestRead::Newer(version) => Err(Blocked::NewerManifest(*version)), | ManifestRead::Newer(_) => Ok(None),
+ev-unconfirmed-retirement | src/lifecycle/evidence.rs | fn unconfirmed_retirements_count_from_now(&mut self) {\n | fn unconfirmed_retirements_count_from_now(&mut self) {\n        return;\n
+pl-revoke | src/lifecycle/planner.rs | fn revoke(&mut self) {\n | fn revoke(&mut self) {\n        return;\n
+pl-lose-vanished | src/lifecycle/planner.rs | fn lose_vanished(&mut self, observed: &Observed) {\n | fn lose_vanished(&mut self, observed: &Observed) {\n        return;\n
+pl-stamp-published | src/lifecycle/planner.rs | fn stamp_published(&mut self, observed: &Observed) {\n | fn stamp_published(&mut self, observed: &Observed) {\n        return;\n
+pl-expire | src/lifecycle/planner.rs | fn expire(&mut self) {\n | fn expire(&mut self) {\n        return;\n
+pl-discard-stale-pending | src/lifecycle/planner.rs | fn discard_stale_pending(&mut self) {\n | fn discard_stale_pending(&mut self) {\n        return;\n
+pl-honour-rotation-request | src/lifecycle/planner.rs | fn honour_rotation_request(&mut self) {\n | fn honour_rotation_request(&mut self) {\n        return;\n
+pl-activate-at-once | src/lifecycle/planner.rs | ) -> Result<(), E> {\n        let why = | ) -> Result<(), E> {\n        return Ok(());\n        let why =
+pl-rotate-when-due | src/lifecycle/planner.rs | ) -> Result<(), E> {\n        let (policy, now) = | ) -> Result<(), E> {\n        return Ok(());\n        let (policy, now) =
+pl-track-longest-retention | src/lifecycle/planner.rs | fn track_longest_retention(&mut self) {\n | fn track_longest_retention(&mut self) {\n        return;\n
+pl-max-keys-hold | src/lifecycle/planner.rs | if self.keys.len() < MAX_KEYS { | if true {
+cv-publish-first | src/lifecycle/converge.rs | if signed_unpublished { | if false {
+cv-store-first | src/lifecycle/converge.rs | if signed_unpublished { | if true {
+cv-confirm-retired | src/lifecycle/converge.rs | let confirmed = plan\n            .manifest\n            .confirm_retired(&retire_on_write, written_at, policy); | let confirmed = false;\n        let _ = written_at;
+ob-render-cap | src/objects.rs | if bytes > MAX_RENDERED_BYTES { | if false && bytes > MAX_RENDERED_BYTES {
+ob-unwritten-reuse | src/objects.rs | .filter(|k| k.alg() == alg && (!alg.is_rsa() || k.rsa_size() == size)) | .filter(|k| false && k.alg() == alg && (!alg.is_rsa() || k.rsa_size() == size))
+EOF
+)
+
+if [ "${1-}" = --list ]; then
+	cut -d'|' -f1 <<<"$MUTATIONS" | tr -d ' '
+	exit 0
+fi
+
+check=0
+if [ "${1-}" = --check ]; then
+	check=1
+	shift
+fi
+
+if ! git diff --quiet -- src tests/proptest-regressions; then
+	echo "src/ or tests/proptest-regressions has uncommitted changes; commit or stash them first" >&2
+	exit 2
+fi
+# Failing cases a mutant leaves in the regression files are the mutant's, not the project's.
+restore() { git checkout -q -- src tests/proptest-regressions; }
+trap restore EXIT
+trap 'restore; exit 130' INT TERM
+
+# Replaces the one occurrence of $3 in $2 by $4; fails when it is not there exactly once.
+apply() {
+	python3 - "$@" <<'PY'
+import sys
+_, file, old, new = sys.argv
+old, new = old.replace("\\n", "\n"), new.replace("\\n", "\n")
+text = open(file).read()
+if text.count(old) != 1:
+    sys.exit(f"{file}: expected the text once, found it {text.count(old)} times")
+open(file, "w").write(text.replace(old, new))
+PY
+}
+
+# Runs the lifecycle tests with $1 cases into $2; prints "props<TAB>rules<TAB>messages".
+run_tests() {
+	local n=$1 log=$2
+	PROPTEST_CASES=$n PROPTEST_MAX_SHRINK_ITERS=0 \
+		cargo test --test lifecycle --no-fail-fast >"$log" 2>&1
+	local failed props rules msgs
+	failed=$(sed -n 's/^test \([a-z_:]*\) \.\.\. FAILED$/\1/p' "$log" | sort -u)
+	props=$(grep -E '^(hostile|properties)::' <<<"$failed" | paste -sd, -)
+	rules=$(grep -vE '^(hostile|properties)::' <<<"$failed" | grep . | paste -sd, -)
+	# First line of each failure: a proptest's "Test failed: ...", or a panic's message.
+	msgs=$(awk '
+		/^---- .* stdout ----$/ { name = $2; want = 1; next }
+		want && /panicked at/ { panicked = 1; next }
+		want && panicked {
+			sub(/^Test failed: (Case failed: )?/, ""); sub(/; minimal failing input.*/, "")
+			print name ": " substr($0, 1, 200); want = 0; panicked = 0
+		}
+	' "$log" | paste -sd'|' -)
+	printf '%s\t%s\t%s\n' "$props" "$rules" "$msgs"
+}
+
+results=$logs/results.tsv
+: >"$results"
+while IFS= read -r line; do
+	[ -n "$line" ] || continue
+	name=$(awk -F' [|] ' '{print $1}' <<<"$line")
+	file=$(awk -F' [|] ' '{print $2}' <<<"$line")
+	old=$(awk -F' [|] ' '{print $3}' <<<"$line")
+	new=$(awk -F' [|] ' '{print $4}' <<<"$line")
+	if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$name"; then
+		continue
+	fi
+	restore
+	echo "== $name ($file)"
+	if [ "$check" = 1 ]; then
+		apply "$file" "$old" "$new" && echo "   applies"
+		continue
+	fi
+	if ! apply "$file" "$old" "$new"; then
+		printf '%s\tSTALE\t\t\tthe patch no longer applies\n' "$name" | tee -a "$results"
+		continue
+	fi
+	if ! cargo test --test lifecycle --no-run >"$logs/$name.build.log" 2>&1; then
+		printf '%s\tBUILD\t\t\tsee %s\n' "$name" "$logs/$name.build.log" | tee -a "$results"
+		continue
+	fi
+	outcome=$(run_tests "$cases" "$logs/$name.log")
+	props=$(cut -f1 <<<"$outcome")
+	if [ -z "$props" ] && [ -n "$escalate" ]; then
+		echo "   no property failed with $cases cases; again with $escalate"
+		outcome=$(run_tests "$escalate" "$logs/$name.$escalate.log")
+		props=$(cut -f1 <<<"$outcome")
+	fi
+	rules=$(cut -f2 <<<"$outcome")
+	if [ -n "$props" ]; then
+		verdict=PROPERTY
+	elif [ -n "$rules" ]; then
+		verdict=RULE-ONLY
+	else
+		verdict=SURVIVED
+	fi
+	printf '%s\t%s\t%s\n' "$name" "$verdict" "$outcome" | tee -a "$results"
+done <<<"$MUTATIONS"
+restore
+echo "results: $results"
