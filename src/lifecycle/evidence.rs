@@ -7,7 +7,7 @@
 //! | # | rule | why |
 //! |---|------|-----|
 //! | 1 | A key is identified by its own thumbprint: a record whose kid is not the thumbprint of its JWK loses the JWK; material is found in whatever file or encoding survives | names can be edited, mathematics cannot |
-//! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
+//! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again | an emptied or restored manifest must not rotate a second time |
@@ -252,15 +252,18 @@ impl<'e> Weighing<'e> {
         }
     }
 
-    /// Rule 2: material and publication together prove a key no record names; anything else
-    /// no record names is not the set's.
+    /// Rule 2: material and publication together prove a key no record names, when a record
+    /// may have been lost (the status is empty, or the manifest unusable); anything else no
+    /// record names is not the set's. With both records intact, a key in neither was planted,
+    /// even as a matching pair in both objects.
     fn recover_unrecorded(&mut self) {
+        let records_lost = self.evidence.memory.is_empty() || self.manifest.is_none();
         for (kid, key) in &self.found {
             if self.records.contains_key(*kid) {
                 continue;
             }
             // Symmetric keys publish only inside the Secret: one object is no independent proof.
-            if self.published.contains_key(*kid) {
+            if records_lost && self.published.contains_key(*kid) {
                 self.findings.push(Finding::Recovered {
                     kid: kid.to_string(),
                 });

@@ -900,6 +900,10 @@ impl Checker {
             if before.as_ref() != Some(kid) {
                 self.signing_starts(kid, policy, now)?;
             }
+        } else if let Some(kid) = seen.signable.as_ref() {
+            // A key nothing vouches for is not checked, but it is what signs now: revoking it
+            // makes the next key sign at once.
+            self.active = Some(kid.clone());
         }
         // Every key that signed stays verifiable for its retention, unless revoked.
         for (kid, until) in &self.verifiable_until {
