@@ -1464,18 +1464,27 @@ async fn leader_pod_deleted() {
     })
     .await;
     let handover = deleted_at.elapsed();
-    let replaced = node::wait_deployment_available(&admin, &release_ns, fullname, 2, POD_DEADLINE)
-        .await
-        + handover;
+    // The Deployment replaces the pod: two Ready pods again, the deleted one not among them
+    // (its status alone still counts the old pod for a moment after the deletion).
+    let ready: Vec<String> = eventually(
+        "a replacement pod Ready beside the new leader",
+        POD_DEADLINE,
+        || async {
+            let ready: Vec<String> = node::ready_pods(&admin, &release_ns, &selector(release))
+                .await
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            (ready.len() == 2 && !ready.contains(&leader)).then_some(ready)
+        },
+    )
+    .await;
+    let replaced = deleted_at.elapsed();
+    node::wait_deployment_available(&admin, &release_ns, fullname, 2, POD_DEADLINE).await;
     eprintln!(
         "leader pod {leader} deleted: {new_leader} holds the Lease after {handover:.2?}; \
-         the Deployment has 2 available pods again after {replaced:.2?}"
+         a replacement pod is Ready after {replaced:.2?}"
     );
-    let ready: Vec<String> = node::ready_pods(&admin, &release_ns, &selector(release))
-        .await
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect();
     assert!(ready.contains(&new_leader), "{ready:?}");
     assert!(!ready.contains(&leader), "{ready:?}");
 
