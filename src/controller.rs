@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
@@ -35,7 +35,7 @@ pub async fn run(
     let ctx = Arc::new(Context::new(
         client.clone(),
         clock,
-        Recorder::new(client.clone(), reporter),
+        reporter,
         fence,
         metrics.clone(),
     ));

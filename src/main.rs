@@ -1,12 +1,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use jwt_key_rotator::leader::{self, Fence, LeaseConfig};
 use jwt_key_rotator::metrics::Metrics;
 use jwt_key_rotator::reconcile::Clock;
-use jwt_key_rotator::{controller, http};
+use jwt_key_rotator::{cli, controller, http};
 use tracing::info;
 
 /// Rotates JWT signing keys for JwtKeySets and publishes their JWKS.
@@ -51,6 +51,8 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         lease_retry_period: std::time::Duration,
     },
+    #[command(flatten)]
+    Operate(cli::Command),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,8 +101,24 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// The command line; as the kubectl plugin (`kubectl-jwtks`, run by `kubectl jwtks ...`), its
+/// help names itself so.
+fn parse_command_line() -> Cli {
+    let program = std::env::args_os().next().unwrap_or_default();
+    let plugin = std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|name| name == cli::PLUGIN_NAME);
+    let mut command = Cli::command();
+    if plugin {
+        command = command.bin_name("kubectl jwtks");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    match parse_command_line().command {
+        Command::Operate(command) => return Ok(cli::run(command)),
         Command::Crd => print!("{}", jwt_key_rotator::api::crd_yaml()?),
         Command::Run {
             namespaces,
@@ -189,5 +207,5 @@ fn main() -> anyhow::Result<()> {
             })?;
         }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -76,12 +76,14 @@ impl Unwritten {
     }
 }
 
-/// What was read of one set: its Secret data, its ConfigMap data, and its status.keys.
+/// What was read of one set: its Secret data, its ConfigMap data, and its status's memory.
 pub struct Read<'a> {
     pub secret: Option<&'a BTreeMap<String, ByteString>>,
     pub jwks: Option<&'a BTreeMap<String, String>>,
     pub jwks_key: &'a str,
     pub memory: Vec<KeyRecord>,
+    /// `status.rotationRequest`.
+    pub remembered_rotation_request: Option<String>,
     pub spec_algorithm: Algorithm,
 }
 
@@ -115,6 +117,7 @@ pub fn observe(read: Read<'_>) -> (Evidence, Materials) {
         secret,
         published,
         memory: read.memory,
+        remembered_rotation_request: read.remembered_rotation_request,
     };
     (evidence, materials)
 }

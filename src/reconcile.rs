@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::Reporter;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -47,7 +47,11 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 pub struct Context {
     pub client: Client,
     pub clock: Clock,
-    pub recorder: Recorder,
+    /// Who reports Events. Each Event gets a recorder of its own: kube's `Recorder` folds Events
+    /// of one reason about one object into a series that keeps the first note, so a second key
+    /// created would show as the first one. Repeats are already kept out (`report::blocked`
+    /// publishes only when the condition changes).
+    pub reporter: Reporter,
     /// Closed while another replica leads: every write checks it first.
     pub fence: Arc<Fence>,
     pub metrics: Arc<Metrics>,
@@ -61,14 +65,14 @@ impl Context {
     pub fn new(
         client: Client,
         clock: Clock,
-        recorder: Recorder,
+        reporter: Reporter,
         fence: Arc<Fence>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Context {
             client,
             clock,
-            recorder,
+            reporter,
             fence,
             metrics,
             unwritten: Unwritten::default(),
@@ -326,17 +330,48 @@ async fn sync(
     ns: &str,
 ) -> Result<Action, Error> {
     let objects = read_objects(set, valid, ctx, ns).await?;
-    if let Some(blocked) = ownership_conflict(set, valid, &objects) {
+    if let Some(blocked) = refused(set, valid, &objects) {
         return report::blocked(set, ctx, blocked).await;
     }
+    let (evidence, mut cluster) = observe(set, valid, ctx, ns, objects);
+    match lifecycle::converge(&mut cluster, &valid.policy, &evidence).await {
+        Ok(converged) => {
+            report::converged(set, valid, ctx, &converged).await?;
+            Ok(Action::requeue(requeue_after(&converged, (ctx.clock)())))
+        }
+        Err(Stopped::Blocked(blocked)) => {
+            report::blocked(set, ctx, Blocked::Evidence(blocked)).await
+        }
+        Err(Stopped::Failed {
+            error,
+            transitions,
+            findings,
+        }) => {
+            report::events(set, ctx, &transitions, &findings).await;
+            Err(error)
+        }
+    }
+}
+
+/// Objects that are not the set's, or names moved since they were written: nothing is touched.
+fn refused(set: &JwtKeySet, valid: &ValidSpec, objects: &Objects) -> Option<Blocked> {
     let wanted = ObjectNames {
         secret: valid.secret_name.clone(),
         config_map: valid.config_map_name.clone(),
         jwks_key: valid.jwks_key.clone(),
     };
-    if let Some(moved) = lifecycle::moved(&written_names(set, &objects), &wanted) {
-        return report::blocked(set, ctx, Blocked::Moved(moved)).await;
-    }
+    ownership_conflict(set, valid, objects)
+        .or_else(|| lifecycle::moved(&written_names(set, objects), &wanted).map(Blocked::Moved))
+}
+
+/// The evidence for the core, and the set's objects as its cluster (writing through the API).
+fn observe<'a>(
+    set: &'a JwtKeySet,
+    valid: &ValidSpec,
+    ctx: &'a Context,
+    ns: &'a str,
+    objects: Objects,
+) -> (lifecycle::Evidence, SetObjects<'a, KubeObjects<'a>>) {
     let memory = set
         .status
         .iter()
@@ -356,18 +391,19 @@ async fn sync(
         jwks: jwks_data.as_ref(),
         jwks_key: &valid.jwks_key,
         memory,
+        remembered_rotation_request: set.status.as_ref().and_then(|s| s.rotation_request.clone()),
         spec_algorithm: valid.policy.algorithm,
     });
-    let relabel_secret = objects
+    // Our labels removed (the watch selects by them), or binaryData added: write them again.
+    let repair_secret = objects
         .secret
         .as_ref()
         .is_some_and(|s| lacks_labels(&s.metadata, set));
-    let relabel_map = objects
-        .config_map
-        .as_ref()
-        .is_some_and(|m| lacks_labels(&m.metadata, set));
+    let repair_map = objects.config_map.as_ref().is_some_and(|m| {
+        lacks_labels(&m.metadata, set) || m.binary_data.as_ref().is_some_and(|b| !b.is_empty())
+    });
     let api = KubeObjects::new(set, ctx, ns, valid, objects);
-    let mut cluster = SetObjects::new(
+    let cluster = SetObjects::new(
         api,
         set_key(set),
         secret_data,
@@ -376,24 +412,8 @@ async fn sync(
         materials,
         &ctx.unwritten,
     )
-    .rewrite(relabel_secret, relabel_map);
-    match lifecycle::converge(&mut cluster, &valid.policy, &evidence).await {
-        Ok(converged) => {
-            report::converged(set, valid, ctx, &converged).await?;
-            Ok(Action::requeue(requeue_after(&converged, (ctx.clock)())))
-        }
-        Err(Stopped::Blocked(blocked)) => {
-            report::blocked(set, ctx, Blocked::Evidence(blocked)).await
-        }
-        Err(Stopped::Failed {
-            error,
-            transitions,
-            findings,
-        }) => {
-            report::events(set, ctx, &transitions, &findings).await;
-            Err(error)
-        }
-    }
+    .rewrite(repair_secret, repair_map);
+    (evidence, cluster)
 }
 
 fn requeue_after(converged: &lifecycle::Converged, now: Timestamp) -> Duration {

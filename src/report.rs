@@ -1,5 +1,6 @@
-//! Reporting a pass: the status (the `Ready` condition, the keys, the names written), Events
-//! for every key transition and every repair, and the metrics. Never any key material.
+//! Reporting a pass: the status (the `Ready` condition, the keys, the names written, the
+//! history), Events and audit records for every key transition and every repair, and the
+//! metrics. Never any key material.
 
 use std::time::Duration;
 
@@ -7,12 +8,13 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::api::{JwtKeySet, JwtKeySetStatus, KeyStatus, ValidSpec};
+use crate::audit::{self, Record};
 use crate::leader::Fence;
 use crate::lifecycle::{self, Activation, Converged, Finding, Manifest, Moved, Transition};
 use crate::reconcile::{Context, Error, MANAGER};
@@ -221,10 +223,17 @@ fn status_for(
         config_map_name: Some(valid.config_map_name.clone()),
         jwks_key: Some(valid.jwks_key.clone()),
         keys: manifest.keys.iter().map(KeyStatus::from).collect(),
+        history: set
+            .status
+            .as_ref()
+            .map(|s| s.history.clone())
+            .unwrap_or_default(),
+        rotation_request: manifest.rotation_request.clone(),
     }
 }
 
-/// Writes the status only when it differs from what the set shows: a steady state writes nothing.
+/// Writes the status only when it differs from what the set shows: a steady state writes
+/// nothing. `status.history` is left out: `audit` appends to it under a field manager of its own.
 async fn write_status(
     fence: &Fence,
     set: &JwtKeySet,
@@ -234,16 +243,30 @@ async fn write_status(
     if set.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    let status = JwtKeySetStatus {
+        history: vec![],
+        ..status
+    };
+    let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
+    apply_status(fence, ctx, &ns, &name, &status).await
+}
+
+async fn apply_status(
+    fence: &Fence,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &JwtKeySetStatus,
+) -> Result<(), Error> {
     fence.check()?;
     let patch = json!({
         "apiVersion": "jwt.keyrotator.dev/v1alpha1",
         "kind": "JwtKeySet",
         "status": status,
     });
-    let sets: Api<JwtKeySet> =
-        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    let sets: Api<JwtKeySet> = Api::namespaced(ctx.client.clone(), ns);
     sets.patch_status(
-        &set.name_any(),
+        name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
@@ -265,30 +288,98 @@ pub async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(fit_note(note)),
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &set.object_ref(&())).await {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, &set.object_ref(&())).await {
         warn!(set = %set.name_any(), reason, error = %e, "could not publish event");
     }
 }
 
-/// An Event (and a log line) for each transition and each repair of the evidence.
+/// The API server refuses an Event whose note exceeds 1 KiB, and a refused Event tells nobody
+/// anything: a long message (a webhook's refusal, say) is cut at a character boundary.
+fn fit_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    const CUT: &str = " [...]";
+    if note.len() > MAX {
+        let mut end = MAX - CUT.len();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str(CUT);
+    }
+    note
+}
+
+/// An Event and an audit record (log line, `status.history`) for each transition and each
+/// repair of the evidence.
 pub async fn events(
     set: &JwtKeySet,
     ctx: &Context,
     transitions: &[Transition],
     findings: &[Finding],
 ) {
-    let name = set.name_any();
-    let notes = findings
+    let notes: Vec<(EventType, &str, Option<&str>, String)> = findings
         .iter()
-        .map(finding_event)
-        .chain(transitions.iter().filter_map(transition_event));
-    for (type_, reason, note) in notes {
-        info!(set = %name, reason, %note, "key event");
-        publish(ctx, set, type_, reason, "Rotate", note).await;
+        .map(|f| {
+            let (type_, reason, note) = finding_event(f);
+            (type_, reason, finding_kid(f), note)
+        })
+        .chain(transitions.iter().map(|t| {
+            let (type_, reason, note) = transition_event(t);
+            (type_, reason, Some(transition_kid(t)), note)
+        }))
+        .collect();
+    let records: Vec<Record<'_>> = notes
+        .iter()
+        .map(|(_, event, kid, message)| Record {
+            event,
+            kid: *kid,
+            message,
+        })
+        .collect();
+    let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
+    let entries = audit::log(&ns, &name, (ctx.clock)(), &records);
+    if !entries.is_empty()
+        && ctx.fence.check().is_ok()
+        && let Err(e) = audit::append_history(&ctx.client, &ns, &name, &entries).await
+    {
+        warn!(set = %name, namespace = %ns, error = %e, "could not record status.history");
+    }
+    for (type_, reason, _, note) in notes {
+        // Every new key is published as it is created: an Event for each would be noise.
+        if reason != "KeyPublished" {
+            publish(ctx, set, type_, reason, "Rotate", note).await;
+        }
+    }
+}
+
+fn transition_kid(t: &Transition) -> &str {
+    match t {
+        Transition::Created { kid }
+        | Transition::Published { kid }
+        | Transition::Activated { kid, .. }
+        | Transition::Retired { kid, .. }
+        | Transition::Expired { kid }
+        | Transition::Revoked { kid, .. }
+        | Transition::Discarded { kid }
+        | Transition::Lost { kid, .. } => kid,
+    }
+}
+
+fn finding_kid(f: &Finding) -> Option<&str> {
+    match f {
+        Finding::RecordCorrected { kid, .. }
+        | Finding::Recovered { kid }
+        | Finding::Unrecorded { kid, .. }
+        | Finding::Unpublishable { kid }
+        | Finding::TwoActive { retired: kid, .. } => Some(kid),
+        Finding::SecretMissing
+        | Finding::ManifestUnusable { .. }
+        | Finding::FileUnreadable { .. } => None,
     }
 }
 
@@ -319,7 +410,8 @@ fn finding_event(f: &Finding) -> (EventType, &'static str, String) {
             warn,
             "KeyRecovered",
             format!(
-                "key {kid} was published and in the Secret but in no record: kept as retired, \
+                "key {kid} was published and in the Secret but in no record: recovered; it signs \
+                 on if signers use it and no other key does, else it is kept as retired, \
                  published for a full retention"
             ),
         ),
@@ -352,13 +444,14 @@ fn finding_event(f: &Finding) -> (EventType, &'static str, String) {
     }
 }
 
-fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)> {
+fn transition_event(t: &Transition) -> (EventType, &'static str, String) {
     let normal = EventType::Normal;
-    Some(match t {
-        Transition::Published { kid } => {
-            debug!(kid, "key published");
-            return None;
-        }
+    match t {
+        Transition::Published { kid } => (
+            normal,
+            "KeyPublished",
+            format!("key {kid} is in the published JWKS"),
+        ),
         Transition::Created { kid } => (normal, "KeyCreated", format!("generated key {kid}")),
         Transition::Activated { kid, why } => match why {
             Activation::Bootstrap => (normal, "KeyActivated", format!("first key {kid} signs")),
@@ -387,7 +480,7 @@ fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)>
             EventType::Warning,
             "KeyRevoked",
             format!(
-                "key {kid} revoked and removed from the Secret and the JWKS{}",
+                "key {kid} revoked (listed in spec.revokedKids) and removed from the Secret and the JWKS{}",
                 if *was_active {
                     "; it was the active key"
                 } else {
@@ -408,5 +501,21 @@ fn transition_event(t: &Transition) -> Option<(EventType, &'static str, String)>
                 state.as_str().to_lowercase()
             ),
         ),
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_note;
+
+    #[test]
+    fn a_long_note_is_cut_to_what_the_api_server_accepts() {
+        let short = "key abc took over on schedule".to_string();
+        assert_eq!(fit_note(short.clone()), short);
+        // A refusal of 3,000 bytes in two-byte characters: cut at a character boundary.
+        let long = "é".repeat(1500);
+        let fitted = fit_note(long);
+        assert!(fitted.len() <= 1024, "{} bytes", fitted.len());
+        assert!(fitted.starts_with("éé") && fitted.ends_with(" [...]"));
+    }
 }

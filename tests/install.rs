@@ -148,7 +148,7 @@ fn app_version() -> String {
 fn operator_rules() -> Value {
     json!([
         {"apiGroups": ["jwt.keyrotator.dev"], "resources": ["jwtkeysets"], "verbs": ["list", "watch", "patch"]},
-        {"apiGroups": ["jwt.keyrotator.dev"], "resources": ["jwtkeysets/status"], "verbs": ["patch"]},
+        {"apiGroups": ["jwt.keyrotator.dev"], "resources": ["jwtkeysets/status"], "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch", "create", "update"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])

@@ -38,6 +38,33 @@ pub struct JwtKeySetStatus {
     /// Every key still held, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyStatus>,
+    /// The operator's record of the last key transitions and repairs, oldest first (at most
+    /// `HISTORY_LIMIT`): it outlives Events, which expire after an hour.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+    /// The last value of the rotate annotation honoured, so that a manifest emptied or restored
+    /// does not rotate a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_request: Option<String>,
+}
+
+/// How many entries `status.history` keeps: the newest win.
+pub const HISTORY_LIMIT: usize = 50;
+
+/// One key transition or repair, as the operator recorded it. Never contains key material.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// When the operator made the change (whole seconds).
+    pub time: Time,
+    /// What happened, as the Event's reason: KeyCreated, KeyPublished, KeyActivated,
+    /// KeyRetired, KeyExpired, KeyRevoked, KeyDiscarded, KeyMaterialLost, KeyRecovered, ...
+    pub event: String,
+    /// The key it happened to, if it concerns one key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// Why, in words a person can act on.
+    pub message: String,
 }
 
 /// One key's state and times: the operator's own record of the keys it created (only it writes

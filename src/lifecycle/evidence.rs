@@ -10,10 +10,13 @@
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
+//! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again | an emptied or restored manifest must not rotate a second time |
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
+//! | 5b | A pending key the status does not list (while it lists others) waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
+//! | 7b | With no active record, a retired record of the key in the signing slot (published, not revoked, not forgotten by the status) is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
 //! | 8 | A retired key with no public JWK left anywhere cannot be published and is dropped; keys with material are never dropped here | only expiry, revocation or loss of every encoding removes a key |
 //! | 9 | A manifest of a newer version blocks: nothing is written | never destroy what a newer operator wrote |
 //!
@@ -88,6 +91,8 @@ pub struct Evidence {
     pub published: Vec<PublicJwk>,
     /// `status.keys`: the operator's own record of the keys it created.
     pub memory: Vec<KeyRecord>,
+    /// `status.rotationRequest`: the last rotate-annotation value the operator honoured.
+    pub remembered_rotation_request: Option<String>,
 }
 
 /// Something the weighing found and repaired, for Events and logs. Never holds key material.
@@ -134,191 +139,365 @@ pub struct Weighed {
     pub findings: Vec<Finding>,
 }
 
-/// Weighs every piece of evidence into one manifest (see the module's rules).
+/// Weighs every piece of evidence into one manifest (see the module's rules), one rule a step.
 pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Weighed, Blocked> {
-    let mut findings = Vec::new();
-    let (manifest, found, named_signing) = match &evidence.secret {
-        None => (None, &[][..], None),
-        Some(s) => {
-            findings.extend(
-                s.unreadable
-                    .iter()
-                    .map(|file| Finding::FileUnreadable { file: file.clone() }),
-            );
-            (
-                read_manifest(&s.manifest, &mut findings)?,
-                &s.found[..],
-                s.named_signing.as_deref(),
-            )
-        }
-    };
-    if evidence.secret.is_none() && !(evidence.memory.is_empty() && evidence.published.is_empty()) {
-        findings.push(Finding::SecretMissing);
-    }
-    let published = verified_jwks(&evidence.published, &mut findings);
-    let found: BTreeMap<&str, &FoundKey> = found.iter().map(|f| (f.kid.as_str(), f)).collect();
+    let mut w = Weighing::new(evidence, now)?;
+    w.merge_records();
+    w.forgotten_stay_retired();
+    w.recover_unrecorded();
+    w.attach_public_parts();
+    w.drop_unpublishable();
+    w.signing_key_signs_on(policy);
+    w.unconfirmed_retirements_count_from_now();
+    w.one_active(policy);
+    w.signers_retire_on_write();
+    Ok(w.finish(policy))
+}
 
-    // Rules 1, 3, 4: every record, checked and merged per kid; the status first, as the
-    // operator's own memory.
-    let mut records: BTreeMap<String, KeyRecord> = BTreeMap::new();
-    let remembered_active: BTreeSet<&str> = evidence
-        .memory
-        .iter()
-        .filter(|r| r.state == KeyState::Active)
-        .map(|r| r.kid.as_str())
-        .collect();
-    let from_manifest = manifest.iter().flat_map(|m| m.keys.iter());
-    for record in evidence.memory.iter().chain(from_manifest) {
-        let Some(record) = checked(record, now, &mut findings) else {
-            continue;
+/// The evidence of one set, indexed, and the manifest being weighed from it.
+struct Weighing<'e> {
+    evidence: &'e Evidence,
+    now: Timestamp,
+    manifest: Option<&'e Manifest>,
+    /// Private material found in the Secret, by kid.
+    found: BTreeMap<&'e str, &'e FoundKey>,
+    /// Published keys whose kid is their thumbprint, by kid.
+    published: BTreeMap<&'e str, &'e PublicJwk>,
+    /// Kids of the symmetric keys verifiers read from the Secret.
+    verify: BTreeSet<&'e str>,
+    /// Kids signers may be using now: the signing files, and the `kid` file.
+    signing: BTreeSet<&'e str>,
+    records: BTreeMap<String, KeyRecord>,
+    retire_on_write: BTreeSet<String>,
+    findings: Vec<Finding>,
+}
+
+impl<'e> Weighing<'e> {
+    /// Rule 9 (a newer manifest blocks), and the evidence indexed.
+    fn new(evidence: &'e Evidence, now: Timestamp) -> Result<Self, Blocked> {
+        let mut findings = Vec::new();
+        let (manifest, found, named) = match &evidence.secret {
+            None => (None, &[][..], None),
+            Some(s) => {
+                let unreadable = s.unreadable.iter().cloned();
+                findings.extend(unreadable.map(|file| Finding::FileUnreadable { file }));
+                let manifest = read_manifest(&s.manifest, &mut findings)?;
+                (manifest, &s.found[..], s.named_signing.as_deref())
+            }
         };
-        let merged = match records.remove(&record.kid) {
-            Some(earlier) => merge(earlier, record),
-            None => record,
+        let known_elsewhere = !(evidence.memory.is_empty() && evidence.published.is_empty());
+        if evidence.secret.is_none() && known_elsewhere {
+            findings.push(Finding::SecretMissing);
+        }
+        let published = verified_jwks(&evidence.published, &mut findings);
+        let found: BTreeMap<&str, &FoundKey> = found.iter().map(|f| (f.kid.as_str(), f)).collect();
+        let in_slot = |slot: Slot| {
+            found
+                .values()
+                .filter(move |f| f.slots.contains(&slot))
+                .map(|f| f.kid.as_str())
         };
-        records.insert(merged.kid.clone(), merged);
-    }
-    let mut retire_on_write = BTreeSet::new();
-    forgotten_stay_retired(&mut records, &evidence.memory, &mut retire_on_write, now);
-
-    // Rule 2: material and publication together prove a key no record names.
-    for (kid, key) in &found {
-        if records.contains_key(*kid) {
-            continue;
-        }
-        // Symmetric keys publish only inside the Secret: one object is no independent proof.
-        if published.contains_key(*kid) {
-            findings.push(Finding::Recovered {
-                kid: kid.to_string(),
-            });
-            records.insert(kid.to_string(), recovered(key, now));
-            retire_on_write.insert(kid.to_string());
-        } else {
-            findings.push(Finding::Unrecorded {
-                kid: kid.to_string(),
-                place: "the Secret",
-            });
-        }
-    }
-    for kid in published.keys() {
-        if !records.contains_key(*kid) {
-            findings.push(Finding::Unrecorded {
-                kid: kid.to_string(),
-                place: "the published JWKS",
-            });
-        }
-    }
-
-    // Rules 1 and 5: public parts from the strongest source, publication as seen now.
-    let verify_kids: BTreeSet<&str> = found
-        .values()
-        .filter(|f| f.slots.contains(&Slot::Verify))
-        .map(|f| f.kid.as_str())
-        .collect();
-    for record in records.values_mut() {
-        let material = found.get(record.kid.as_str()).copied();
-        attach_public_part(
-            record,
-            material,
-            published.get(record.kid.as_str()).copied(),
-        );
-        let seen = published.contains_key(record.kid.as_str())
-            || verify_kids.contains(record.kid.as_str());
-        if record.state == KeyState::Pending && !seen {
-            record.published_at = None;
-        }
-    }
-
-    // Rule 8: a retired key nothing can publish any more.
-    records.retain(|kid, r| {
-        let keep = r.state != KeyState::Retired
-            || r.public_jwk.is_some()
-            || (r.alg.is_symmetric() && found.contains_key(kid.as_str()));
-        if !keep {
-            findings.push(Finding::Unpublishable { kid: kid.clone() });
-        }
-        keep
-    });
-
-    // A retirement whose write was never confirmed (the process died) counts from now.
-    for r in records.values_mut() {
-        if r.state == KeyState::Retired && r.expires_at.is_none() {
-            r.retired_at = Some(r.retired_at.map_or(now, |at| at.max(now)));
-            retire_on_write.insert(r.kid.clone());
-        }
-    }
-
-    // Rules 6 and 7: one active key; a key signers use that is not it retires on the write.
-    let signing: BTreeSet<&str> = found
-        .values()
-        .filter(|f| f.slots.contains(&Slot::Signing))
-        .map(|f| f.kid.as_str())
-        .chain(named_signing.filter(|k| found.contains_key(k)))
-        .collect();
-    // A key that may sign beats one that may not (revoked, or no material left); then the
-    // status's choice (a restored Secret is older than the status); then what signers use now
-    // (the status lags the Secret by a pass); then the latest activated.
-    let rank = |r: &KeyRecord| {
-        (
-            !policy.revoked_kids.contains(&r.kid) && found.contains_key(r.kid.as_str()),
-            remembered_active.contains(r.kid.as_str()),
-            signing.contains(r.kid.as_str()),
-            r.activated_at,
-            r.kid.clone(),
-        )
-    };
-    one_active(&mut records, &mut retire_on_write, rank, now, &mut findings);
-    for kid in &signing {
-        if records
-            .get(*kid)
-            .is_some_and(|r| r.state == KeyState::Retired)
-        {
-            retire_on_write.insert(kid.to_string());
-        }
-    }
-    // Their retirement counts from now at the earliest: no expiry fixed before stands.
-    for kid in &retire_on_write {
-        if let Some(r) = records.get_mut(kid) {
-            r.retired_at = Some(r.retired_at.map_or(now, |at| at.max(now)));
-            r.expires_at = r.expires_at.filter(|e| *e > now);
-        }
-    }
-
-    let mut keys: Vec<KeyRecord> = records.into_values().collect();
-    keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
-    let observed = Observed {
-        published: keys
-            .iter()
-            .filter(|k| {
-                published.contains_key(k.kid.as_str()) || verify_kids.contains(k.kid.as_str())
-            })
-            .map(|k| k.kid.clone())
-            .collect(),
-        private: keys
-            .iter()
-            .filter(|k| found.contains_key(k.kid.as_str()))
-            .map(|k| k.kid.clone())
-            .collect(),
-    };
-    let (rotation_request, forced_rotation_at) = manifest
-        .map(|m| {
-            (
-                m.rotation_request.clone(),
-                m.forced_rotation_at.map(|t| t.min(now)),
-            )
+        let verify = in_slot(Slot::Verify).collect();
+        let named = named.filter(|k| found.contains_key(k));
+        let signing = in_slot(Slot::Signing).chain(named).collect();
+        Ok(Weighing {
+            evidence,
+            now,
+            manifest,
+            found,
+            published,
+            verify,
+            signing,
+            records: BTreeMap::new(),
+            retire_on_write: BTreeSet::new(),
+            findings,
         })
-        .unwrap_or_default();
-    Ok(Weighed {
-        manifest: Manifest {
-            version: MANIFEST_VERSION,
-            keys,
-            rotation_request,
-            forced_rotation_at,
-        },
-        observed,
-        retire_on_write,
-        findings,
-    })
+    }
+
+    /// Rules 1, 3, 4: every record, checked and merged per kid; the status first, as the
+    /// operator's own memory.
+    fn merge_records(&mut self) {
+        let from_manifest = self.manifest.iter().flat_map(|m| m.keys.iter());
+        for record in self.evidence.memory.iter().chain(from_manifest) {
+            let Some(record) = checked(record, self.now, &mut self.findings) else {
+                continue;
+            };
+            let merged = match self.records.remove(&record.kid) {
+                Some(earlier) => merge(earlier, record),
+                None => record,
+            };
+            self.records.insert(merged.kid.clone(), merged);
+        }
+    }
+
+    /// Rule 3b: a key only the Secret names, older than every key the status remembers, was
+    /// forgotten by the operator (it expired or was revoked) and comes back from a restored
+    /// copy: it never signs again. A pending one never signed and goes; an active one stays
+    /// published as retired from now (signers of the restored copy may use it).
+    fn forgotten_stay_retired(&mut self) {
+        let memory = &self.evidence.memory;
+        let Some(oldest) = memory.iter().map(|r| r.created_at).min() else {
+            return;
+        };
+        let forgotten =
+            |r: &KeyRecord| r.created_at < oldest && !memory.iter().any(|m| m.kid == r.kid);
+        self.records
+            .retain(|_, r| !(forgotten(r) && r.state == KeyState::Pending));
+        for r in self.records.values_mut() {
+            if forgotten(r) && r.state == KeyState::Active {
+                r.state = KeyState::Retired;
+                r.expires_at = None;
+                self.retire_on_write.insert(r.kid.clone());
+            }
+        }
+    }
+
+    /// Rule 2: material and publication together prove a key no record names; anything else
+    /// no record names is not the set's.
+    fn recover_unrecorded(&mut self) {
+        for (kid, key) in &self.found {
+            if self.records.contains_key(*kid) {
+                continue;
+            }
+            // Symmetric keys publish only inside the Secret: one object is no independent proof.
+            if self.published.contains_key(*kid) {
+                self.findings.push(Finding::Recovered {
+                    kid: kid.to_string(),
+                });
+                self.records
+                    .insert(kid.to_string(), recovered(key, self.now));
+                self.retire_on_write.insert(kid.to_string());
+            } else {
+                self.findings.push(Finding::Unrecorded {
+                    kid: kid.to_string(),
+                    place: "the Secret",
+                });
+            }
+        }
+        for kid in self.published.keys() {
+            if !self.records.contains_key(*kid) {
+                self.findings.push(Finding::Unrecorded {
+                    kid: kid.to_string(),
+                    place: "the published JWKS",
+                });
+            }
+        }
+    }
+
+    /// Rule 5b: the status remembers keys but not this one. Either the operator dropped it (it
+    /// was lost or discarded, and was out of the document since) and a restored copy brings it
+    /// back, or the status write after its creation failed. Verifiers may have lost it in the
+    /// first case; waiting a full lead again is safe in both.
+    fn forgotten_by_status(&self, kid: &str) -> bool {
+        let memory = &self.evidence.memory;
+        !memory.is_empty() && !memory.iter().any(|r| r.kid == kid)
+    }
+
+    fn seen(&self, kid: &str) -> bool {
+        self.published.contains_key(kid) || self.verify.contains(kid)
+    }
+
+    /// Rules 1, 5 and 5b: public parts from the strongest source; publication as seen now.
+    fn attach_public_parts(&mut self) {
+        let kids: Vec<String> = self.records.keys().cloned().collect();
+        for kid in kids {
+            let seen = self.seen(&kid);
+            let material = self.found.get(kid.as_str()).copied();
+            let published = self.published.get(kid.as_str()).copied();
+            let forgotten = self.forgotten_by_status(&kid);
+            if let Some(record) = self.records.get_mut(&kid) {
+                attach_public_part(record, material, published);
+                if record.state != KeyState::Pending || record.published_at.is_none() {
+                    continue;
+                }
+                if !seen {
+                    record.published_at = None;
+                } else if forgotten {
+                    record.published_at = None;
+                    self.findings.push(Finding::RecordCorrected {
+                        kid,
+                        what: "a pending key the status does not list counts as published from now"
+                            .into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Rule 8: a retired key nothing can publish any more.
+    fn drop_unpublishable(&mut self) {
+        let (found, findings) = (&self.found, &mut self.findings);
+        self.records.retain(|kid, r| {
+            let keep = r.state != KeyState::Retired
+                || r.public_jwk.is_some()
+                || (r.alg.is_symmetric() && found.contains_key(kid.as_str()));
+            if !keep {
+                findings.push(Finding::Unpublishable { kid: kid.clone() });
+            }
+            keep
+        });
+    }
+
+    /// Rule 7b: with no active record left, a retired record of the key signers use now (its
+    /// material in the signing slot, published, not revoked) is wrong: the operator never
+    /// retires a key without naming its successor in the same write. An edited `state`, or both
+    /// records lost, would otherwise make a key nobody has seen sign at once. The status must
+    /// name it active, or be lost: a key it forgot (rule 3b) stays retired.
+    fn signing_key_signs_on(&mut self, policy: &Policy) {
+        if self.records.values().any(|r| r.state == KeyState::Active) {
+            return;
+        }
+        let memory = &self.evidence.memory;
+        let remembered_active = |kid: &str| {
+            memory.is_empty()
+                || memory
+                    .iter()
+                    .any(|m| m.kid == kid && m.state == KeyState::Active)
+        };
+        let candidate = self
+            .records
+            .values()
+            .filter(|r| {
+                r.state == KeyState::Retired
+                    && self.signing.contains(r.kid.as_str())
+                    && self.seen(&r.kid)
+                    && !policy.revoked_kids.contains(&r.kid)
+                    && remembered_active(&r.kid)
+            })
+            .max_by_key(|r| (r.activated_at, r.kid.clone()))
+            .map(|r| r.kid.clone());
+        let Some(kid) = candidate else {
+            return;
+        };
+        if let Some(r) = self.records.get_mut(&kid) {
+            r.state = KeyState::Active;
+            r.activated_at = r.activated_at.or(Some(self.now));
+            r.retired_at = None;
+            r.expires_at = None;
+        }
+        self.retire_on_write.remove(&kid);
+        self.findings.push(Finding::RecordCorrected {
+            kid,
+            what: "retired with no successor; the key signers use signs on".into(),
+        });
+    }
+
+    /// A retirement whose write was never confirmed (the process died) counts from now.
+    fn unconfirmed_retirements_count_from_now(&mut self) {
+        for r in self.records.values_mut() {
+            if r.state == KeyState::Retired && r.expires_at.is_none() {
+                self.retire_on_write.insert(r.kid.clone());
+            }
+        }
+    }
+
+    /// Rule 7: of two active keys, one by rank; the other retires now.
+    fn one_active(&mut self, policy: &Policy) {
+        let remembered: BTreeSet<&str> = self
+            .evidence
+            .memory
+            .iter()
+            .filter(|r| r.state == KeyState::Active)
+            .map(|r| r.kid.as_str())
+            .collect();
+        // A key that may sign beats one that may not (revoked, or no material left); then the
+        // status's choice (a restored Secret is older than the status); then what signers use
+        // now (the status lags the Secret by a pass); then the latest activated.
+        let rank = |r: &KeyRecord| {
+            (
+                !policy.revoked_kids.contains(&r.kid) && self.found.contains_key(r.kid.as_str()),
+                remembered.contains(r.kid.as_str()),
+                self.signing.contains(r.kid.as_str()),
+                r.activated_at,
+                r.kid.clone(),
+            )
+        };
+        let actives = self
+            .records
+            .values()
+            .filter(|r| r.state == KeyState::Active);
+        let Some(kept) = actives.max_by_key(|r| rank(r)).map(|r| r.kid.clone()) else {
+            return;
+        };
+        for r in self.records.values_mut() {
+            if r.state == KeyState::Active && r.kid != kept {
+                r.state = KeyState::Retired;
+                r.expires_at = None;
+                self.retire_on_write.insert(r.kid.clone());
+                self.findings.push(Finding::TwoActive {
+                    kept: kept.clone(),
+                    retired: r.kid.clone(),
+                });
+            }
+        }
+    }
+
+    /// Rule 6: a retired key signers may be using retires no earlier than the write that takes
+    /// it out of the signing slot: no expiry fixed before stands.
+    fn signers_retire_on_write(&mut self) {
+        for kid in &self.signing {
+            if self
+                .records
+                .get(*kid)
+                .is_some_and(|r| r.state == KeyState::Retired)
+            {
+                self.retire_on_write.insert(kid.to_string());
+            }
+        }
+        let now = self.now;
+        for kid in &self.retire_on_write {
+            if let Some(r) = self.records.get_mut(kid) {
+                r.retired_at = Some(r.retired_at.map_or(now, |at| at.max(now)));
+                r.expires_at = r.expires_at.filter(|e| *e > now);
+            }
+        }
+    }
+
+    fn finish(self, policy: &Policy) -> Weighed {
+        let mut keys: Vec<KeyRecord> = self.records.into_values().collect();
+        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        let kids = |keep: &dyn Fn(&str) -> bool| -> BTreeSet<String> {
+            keys.iter()
+                .filter(|k| keep(&k.kid))
+                .map(|k| k.kid.clone())
+                .collect()
+        };
+        let observed = Observed {
+            published: kids(&|kid| self.published.contains_key(kid) || self.verify.contains(kid)),
+            private: kids(&|kid| self.found.contains_key(kid)),
+        };
+        let now = self.now;
+        let (written, forced_rotation_at) = self
+            .manifest
+            .map(|m| {
+                (
+                    m.rotation_request.clone(),
+                    m.forced_rotation_at.map(|t| t.min(now)),
+                )
+            })
+            .unwrap_or_default();
+        // Rule 3c: a request either record says was honoured is not honoured again (an emptied
+        // or restored manifest would rotate a second time).
+        let remembered = self.evidence.remembered_rotation_request.clone();
+        let requested = policy.rotation_request.clone();
+        let rotation_request =
+            if requested.is_some() && [&written, &remembered].contains(&&requested) {
+                requested
+            } else {
+                written.or(remembered)
+            };
+        Weighed {
+            manifest: Manifest {
+                version: MANIFEST_VERSION,
+                keys,
+                rotation_request,
+                forced_rotation_at,
+            },
+            observed,
+            retire_on_write: self.retire_on_write,
+            findings: self.findings,
+        }
+    }
 }
 
 fn read_manifest<'a>(
@@ -460,31 +639,6 @@ fn merge(a: KeyRecord, b: KeyRecord) -> KeyRecord {
     }
 }
 
-/// Rule 3b: a key only the Secret names, older than every key the status remembers, was
-/// forgotten by the operator (it expired or was revoked) and comes back from a restored copy:
-/// it never signs again. A pending one never signed and goes; any other stays published as
-/// retired from now (signers of the restored copy may use it).
-fn forgotten_stay_retired(
-    records: &mut BTreeMap<String, KeyRecord>,
-    memory: &[KeyRecord],
-    retire_on_write: &mut BTreeSet<String>,
-    now: Timestamp,
-) {
-    let Some(oldest) = memory.iter().map(|r| r.created_at).min() else {
-        return;
-    };
-    let forgotten = |r: &KeyRecord| r.created_at < oldest && !memory.iter().any(|m| m.kid == r.kid);
-    records.retain(|_, r| !(forgotten(r) && r.state == KeyState::Pending));
-    for r in records.values_mut() {
-        if forgotten(r) && r.state == KeyState::Active {
-            r.state = KeyState::Retired;
-            r.retired_at = Some(now);
-            r.expires_at = None;
-            retire_on_write.insert(r.kid.clone());
-        }
-    }
-}
-
 /// A key found in the Secret and in the JWKS but named by no record: it may have signed, so it
 /// is kept as retired, published for a full retention.
 fn recovered(key: &FoundKey, now: Timestamp) -> KeyRecord {
@@ -523,41 +677,5 @@ fn attach_public_part(
             alg: record.alg.as_str().to_string(),
             ..jwk
         });
-    }
-}
-
-/// Rule 7: exactly one active key among the records, the first by `rank`.
-fn one_active<R: Ord>(
-    records: &mut BTreeMap<String, KeyRecord>,
-    retire_on_write: &mut BTreeSet<String>,
-    rank: impl Fn(&KeyRecord) -> R,
-    now: Timestamp,
-    findings: &mut Vec<Finding>,
-) {
-    let actives: Vec<&KeyRecord> = records
-        .values()
-        .filter(|r| r.state == KeyState::Active)
-        .collect();
-    if actives.len() < 2 {
-        return;
-    }
-    let Some(kept) = actives
-        .iter()
-        .max_by_key(|r| rank(r))
-        .map(|r| r.kid.clone())
-    else {
-        return;
-    };
-    for r in records.values_mut() {
-        if r.state == KeyState::Active && r.kid != kept {
-            r.state = KeyState::Retired;
-            r.retired_at = Some(now);
-            r.expires_at = None;
-            retire_on_write.insert(r.kid.clone());
-            findings.push(Finding::TwoActive {
-                kept: kept.clone(),
-                retired: r.kid.clone(),
-            });
-        }
     }
 }

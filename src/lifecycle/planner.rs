@@ -65,8 +65,9 @@ pub enum Transition {
     Discarded {
         kid: String,
     },
-    /// The Secret no longer holds this key's private material (edited by hand). An active key
-    /// is retired (its public part stays published), a pending one dropped.
+    /// The Secret no longer holds this key's private material (edited by hand, or an older copy
+    /// restored). An active key, or a published pending one, is retired (its public part stays
+    /// published); an unpublished pending one is dropped.
     Lost {
         kid: String,
         state: KeyState,
@@ -98,171 +99,259 @@ pub fn plan<E>(
     now: Timestamp,
     mut mint: impl FnMut(Algorithm, Option<RsaKeySize>) -> Result<NewKey, E>,
 ) -> Result<Plan, E> {
-    let mut keys = manifest.keys.clone();
-    let mut transitions = Vec::new();
-    let mut forced_rotation_at = manifest.forced_rotation_at;
-    let mut rotation_request = manifest.rotation_request.clone();
-    let had_keys = !keys.is_empty();
+    let mut p = Planning::new(policy, manifest, now);
+    p.revoke();
+    p.lose_vanished(observed);
+    p.stamp_published(observed);
+    p.expire();
+    p.discard_stale_pending();
+    p.honour_rotation_request();
+    match p.keys.iter().position(|k| k.state == KeyState::Active) {
+        None => p.activate_at_once(&mut mint)?,
+        Some(active) => p.rotate_when_due(active, &mut mint)?,
+    }
+    p.track_longest_retention();
+    Ok(p.finish(manifest.version))
+}
 
-    // Revocation beats every cache: the key goes now, whatever its state.
-    keys.retain(|k| {
-        let revoked = policy.revoked_kids.contains(&k.kid);
-        if revoked {
-            transitions.push(Transition::Revoked {
+/// A plan being made: the keys as the rules leave them, and what changed.
+struct Planning<'p> {
+    policy: &'p Policy,
+    now: Timestamp,
+    keys: Vec<KeyRecord>,
+    transitions: Vec<Transition>,
+    rotation_request: Option<String>,
+    forced_rotation_at: Option<Timestamp>,
+    had_keys: bool,
+    held_at_limit: bool,
+}
+
+impl<'p> Planning<'p> {
+    fn new(policy: &'p Policy, manifest: &Manifest, now: Timestamp) -> Self {
+        Planning {
+            policy,
+            now,
+            keys: manifest.keys.clone(),
+            transitions: Vec::new(),
+            rotation_request: manifest.rotation_request.clone(),
+            forced_rotation_at: manifest.forced_rotation_at,
+            had_keys: !manifest.keys.is_empty(),
+            held_at_limit: false,
+        }
+    }
+
+    /// Drops the keys `gone` picks, each with the transition it says.
+    fn drop_where(&mut self, gone: impl Fn(&KeyRecord) -> Option<Transition>) {
+        let transitions = &mut self.transitions;
+        self.keys.retain(|k| match gone(k) {
+            Some(t) => {
+                transitions.push(t);
+                false
+            }
+            None => true,
+        });
+    }
+
+    /// Revocation beats every cache: the key goes now, whatever its state.
+    fn revoke(&mut self) {
+        let revoked = &self.policy.revoked_kids;
+        self.drop_where(|k| {
+            revoked.contains(&k.kid).then(|| Transition::Revoked {
                 kid: k.kid.clone(),
                 was_active: k.state == KeyState::Active,
-            });
-        }
-        !revoked
-    });
-
-    // A key whose private part vanished cannot sign. Its public part may still verify tokens,
-    // so an asymmetric key retires like any other; a symmetric one has nothing left to publish.
-    keys.retain_mut(|k| {
-        if !k.keeps_private_material() || observed.private.contains(&k.kid) {
-            return true;
-        }
-        transitions.push(Transition::Lost {
-            kid: k.kid.clone(),
-            state: k.state,
+            })
         });
-        if k.state == KeyState::Active && !k.alg.is_symmetric() {
+    }
+
+    /// A key whose private part vanished cannot sign. Its public part may still verify tokens,
+    /// so an active asymmetric key retires like any other, and so does a published pending one:
+    /// it may have signed for an operator whose record of its activation was lost (a Secret
+    /// restored before the status caught up), and keeping it published for a retention costs
+    /// nothing. An unpublished pending key never signed; a symmetric one has nothing left to
+    /// publish.
+    fn lose_vanished(&mut self, observed: &Observed) {
+        let (now, policy) = (self.now, self.policy);
+        let transitions = &mut self.transitions;
+        self.keys.retain_mut(|k| {
+            if !k.keeps_private_material() || observed.private.contains(&k.kid) {
+                return true;
+            }
+            transitions.push(Transition::Lost {
+                kid: k.kid.clone(),
+                state: k.state,
+            });
+            if k.alg.is_symmetric() {
+                return false;
+            }
+            match k.state {
+                // Signers may hold it until the write that takes it out of their mounts.
+                KeyState::Active => k.expires_at = None,
+                // No signer can take it from the Secret any more: retention counts from now.
+                KeyState::Pending if observed.published.contains(&k.kid) => {
+                    k.expires_at = Some(add(now, k.retention(policy)));
+                }
+                _ => return false,
+            }
             k.state = KeyState::Retired;
             k.retired_at = Some(now);
-            k.expires_at = None;
-            return true;
-        }
-        false
-    });
+            true
+        });
+    }
 
-    for k in keys.iter_mut() {
-        if k.published_at.is_none() && observed.published.contains(&k.kid) {
-            k.published_at = Some(now);
-            transitions.push(Transition::Published { kid: k.kid.clone() });
+    /// Publication is recorded when seen, at the time it is seen.
+    fn stamp_published(&mut self, observed: &Observed) {
+        for k in self.keys.iter_mut() {
+            if k.published_at.is_none() && observed.published.contains(&k.kid) {
+                k.published_at = Some(self.now);
+                self.transitions
+                    .push(Transition::Published { kid: k.kid.clone() });
+            }
         }
     }
 
-    keys.retain(|k| {
-        let expired = k.state == KeyState::Retired && k.expiry(policy).is_some_and(|e| now >= e);
-        if expired {
-            transitions.push(Transition::Expired { kid: k.kid.clone() });
-        }
-        !expired
-    });
-
-    // A pending key of another kind never signed: dropping it cannot break a token.
-    keys.retain(|k| {
-        let stale = k.state == KeyState::Pending && !k.matches(policy);
-        if stale {
-            transitions.push(Transition::Discarded { kid: k.kid.clone() });
-        }
-        !stale
-    });
-
-    if policy.rotation_request.is_some() && policy.rotation_request != rotation_request {
-        rotation_request = policy.rotation_request.clone();
-        forced_rotation_at = Some(forced_rotation_at.map_or(now, |t| t.min(now)));
+    /// A retired key leaves when no token it may have signed is still valid.
+    fn expire(&mut self) {
+        let (policy, now) = (self.policy, self.now);
+        self.drop_where(|k| {
+            let expired =
+                k.state == KeyState::Retired && k.expiry(policy).is_some_and(|e| now >= e);
+            expired.then(|| Transition::Expired { kid: k.kid.clone() })
+        });
     }
 
-    // Called at most once: the branches below are exclusive.
-    let mut mint_record =
-        |state: KeyState, transitions: &mut Vec<Transition>| -> Result<KeyRecord, E> {
-            let new = mint(policy.algorithm, policy.rsa_size)?;
-            transitions.push(Transition::Created {
-                kid: new.kid.clone(),
-            });
-            Ok(KeyRecord {
-                kid: new.kid,
-                alg: new.alg,
-                rsa_bits: new.rsa_size.map(|s| s.bits() as u32),
-                state,
-                created_at: now,
-                published_at: None,
-                activated_at: None,
-                retired_at: None,
-                expires_at: None,
-                public_jwk: new.public_jwk,
-                longest_retention: None,
-            })
+    /// A pending key of another kind never signed: dropping it cannot break a token.
+    fn discard_stale_pending(&mut self) {
+        let policy = self.policy;
+        self.drop_where(|k| {
+            let stale = k.state == KeyState::Pending && !k.matches(policy);
+            stale.then(|| Transition::Discarded { kid: k.kid.clone() })
+        });
+    }
+
+    /// A new value of the rotate annotation makes the active key due now.
+    fn honour_rotation_request(&mut self) {
+        let requested = &self.policy.rotation_request;
+        if requested.is_some() && *requested != self.rotation_request {
+            self.rotation_request = requested.clone();
+            let now = self.now;
+            self.forced_rotation_at = Some(self.forced_rotation_at.map_or(now, |t| t.min(now)));
+        }
+    }
+
+    /// A new pending key of the kind the policy asks for.
+    fn mint<E>(
+        &mut self,
+        mint: &mut impl FnMut(Algorithm, Option<RsaKeySize>) -> Result<NewKey, E>,
+    ) -> Result<usize, E> {
+        let new = mint(self.policy.algorithm, self.policy.rsa_size)?;
+        self.transitions.push(Transition::Created {
+            kid: new.kid.clone(),
+        });
+        self.keys.push(KeyRecord {
+            kid: new.kid,
+            alg: new.alg,
+            rsa_bits: new.rsa_size.map(|s| s.bits() as u32),
+            state: KeyState::Pending,
+            created_at: self.now,
+            published_at: None,
+            activated_at: None,
+            retired_at: None,
+            expires_at: None,
+            public_jwk: new.public_jwk,
+            longest_retention: None,
+        });
+        Ok(self.keys.len() - 1)
+    }
+
+    /// No key signs (bootstrap, or the active key was revoked or lost): one must, now.
+    fn activate_at_once<E>(
+        &mut self,
+        mint: &mut impl FnMut(Algorithm, Option<RsaKeySize>) -> Result<NewKey, E>,
+    ) -> Result<(), E> {
+        let why = if self.had_keys {
+            Activation::Emergency
+        } else {
+            Activation::Bootstrap
         };
+        let index = match best_pending(&self.keys, self.policy) {
+            Some(i) => i,
+            None => self.mint(mint)?,
+        };
+        activate(&mut self.keys[index], self.now, why, &mut self.transitions);
+        self.forced_rotation_at = None;
+        Ok(())
+    }
 
-    let mut held_at_limit = false;
-    let active = keys.iter().position(|k| k.state == KeyState::Active);
-    match active {
-        None => {
-            // Bootstrap, or the active key was revoked: a key must sign now.
-            let why = if had_keys {
-                Activation::Emergency
+    /// A pending key is created `publishLead` before the active key is due, and takes over
+    /// when it is due and has been published for `publishLead`.
+    fn rotate_when_due<E>(
+        &mut self,
+        active: usize,
+        mint: &mut impl FnMut(Algorithm, Option<RsaKeySize>) -> Result<NewKey, E>,
+    ) -> Result<(), E> {
+        let (policy, now) = (self.policy, self.now);
+        let due = rotation_due(&self.keys[active], policy, self.forced_rotation_at);
+        let mut pending = best_pending(&self.keys, policy);
+        if pending.is_none() && now >= add(due, -policy.publish_lead) {
+            // Checked before generating: every key held is published, and a verifier fetches
+            // them all; past the limit the active key signs on until one expires.
+            if self.keys.len() < MAX_KEYS {
+                pending = Some(self.mint(mint)?);
             } else {
-                Activation::Bootstrap
-            };
-            let index = match best_pending(&keys, policy) {
-                Some(i) => i,
-                None => {
-                    let record = mint_record(KeyState::Pending, &mut transitions)?;
-                    keys.push(record);
-                    keys.len() - 1
-                }
-            };
-            activate(&mut keys[index], now, why, &mut transitions);
-            forced_rotation_at = None;
+                self.held_at_limit = true;
+            }
         }
-        Some(a) => {
-            let due = rotation_due(&keys[a], policy, forced_rotation_at);
-            let mut pending = best_pending(&keys, policy);
-            if pending.is_none() && now >= add(due, -policy.publish_lead) {
-                // Checked before generating: every key held is published, and a verifier
-                // fetches them all; past the limit the active key signs on until one expires.
-                if keys.len() < MAX_KEYS {
-                    keys.push(mint_record(KeyState::Pending, &mut transitions)?);
-                    pending = Some(keys.len() - 1);
-                } else {
-                    held_at_limit = true;
-                }
-            }
-            if let Some(p) = pending {
-                let ready = keys[p]
-                    .published_at
-                    .is_some_and(|at| now >= add(at, policy.publish_lead));
-                if now >= due && ready {
-                    let expires_at = add(now, keys[a].retention(policy));
-                    let old = &mut keys[a];
-                    old.state = KeyState::Retired;
-                    old.retired_at = Some(now);
-                    // Fixed when the write that retires it is acknowledged (`confirm_retired`).
-                    old.expires_at = None;
-                    transitions.push(Transition::Retired {
-                        kid: old.kid.clone(),
-                        expires_at,
-                    });
-                    activate(&mut keys[p], now, Activation::Scheduled, &mut transitions);
-                    forced_rotation_at = None;
-                }
-            }
+        let Some(p) = pending else { return Ok(()) };
+        let ready = self.keys[p]
+            .published_at
+            .is_some_and(|at| now >= add(at, policy.publish_lead));
+        if now >= due && ready {
+            let old = &mut self.keys[active];
+            let expires_at = add(now, old.retention(policy));
+            old.state = KeyState::Retired;
+            old.retired_at = Some(now);
+            // Fixed when the write that retires it is acknowledged (`confirm_retired`).
+            old.expires_at = None;
+            let kid = old.kid.clone();
+            self.transitions
+                .push(Transition::Retired { kid, expires_at });
+            activate(
+                &mut self.keys[p],
+                now,
+                Activation::Scheduled,
+                &mut self.transitions,
+            );
+            self.forced_rotation_at = None;
+        }
+        Ok(())
+    }
+
+    /// Tokens signed now live under today's retention, whatever the spec says later.
+    fn track_longest_retention(&mut self) {
+        let retention = Some(self.policy.retention());
+        if let Some(active) = self.keys.iter_mut().find(|k| k.state == KeyState::Active)
+            && active.longest_retention < retention
+        {
+            active.longest_retention = retention;
         }
     }
 
-    // Tokens signed now live under today's retention, whatever the spec says later.
-    if let Some(active) = keys.iter_mut().find(|k| k.state == KeyState::Active)
-        && active.longest_retention < Some(policy.retention())
-    {
-        active.longest_retention = Some(policy.retention());
+    fn finish(self, version: u32) -> Plan {
+        let manifest = Manifest {
+            version,
+            keys: self.keys,
+            rotation_request: self.rotation_request,
+            forced_rotation_at: self.forced_rotation_at,
+        };
+        let (wake_at, next_rotation_at) = schedule(&manifest, self.policy, self.now);
+        Plan {
+            manifest,
+            transitions: self.transitions,
+            wake_at,
+            next_rotation_at,
+            held_at_limit: self.held_at_limit,
+        }
     }
-
-    let manifest = Manifest {
-        version: manifest.version,
-        keys,
-        rotation_request,
-        forced_rotation_at,
-    };
-    let (wake_at, next_rotation_at) = schedule(&manifest, policy, now);
-    Ok(Plan {
-        manifest,
-        transitions,
-        wake_at,
-        next_rotation_at,
-        held_at_limit,
-    })
 }
 
 fn activate(key: &mut KeyRecord, now: Timestamp, why: Activation, out: &mut Vec<Transition>) {

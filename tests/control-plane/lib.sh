@@ -4,7 +4,7 @@
 # The releases the tests run. Each is pinned by the go.mod and go.sum of its module under
 # tests/k8s/; to move one, change it here, run tests/k8s/pin.sh, and commit what it writes.
 K8S_VERSION=1.37.2   # kube-apiserver, kube-controller-manager, kubectl (+ kubelet, kube-proxy, kube-scheduler)
-ETCD_VERSION=3.6.16  # etcd, from go.etcd.io/etcd/server/v3
+ETCD_VERSION=3.6.16  # etcd, from go.etcd.io/etcd/server/v3; etcdctl, from go.etcd.io/etcd/etcdctl/v3
 HELM_VERSION=4.3.2   # helm, from helm.sh/helm/v4
 
 CP_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -19,7 +19,7 @@ CP_CACHE="${JWT_ROTATOR_CACHE:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)
 cp_version() {
   case "$1" in
     kubernetes) echo "$K8S_VERSION" ;;
-    etcd) echo "$ETCD_VERSION" ;;
+    etcd | etcdctl) echo "$ETCD_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
   esac
 }
@@ -29,6 +29,7 @@ cp_packages() {
       local c
       for c in "${CP_K8S_BINARIES[@]}"; do echo "k8s.io/kubernetes/cmd/$c"; done ;;
     etcd) echo go.etcd.io/etcd/server/v3 ;;
+    etcdctl) echo go.etcd.io/etcd/etcdctl/v3 ;;
     helm) echo helm.sh/helm/v4/cmd/helm ;;
   esac
 }
@@ -37,6 +38,7 @@ cp_binaries() {
   case "$1" in
     kubernetes) printf '%s\n' "${CP_K8S_BINARIES[@]}" ;;
     etcd) echo etcd ;;
+    etcdctl) echo etcdctl ;;
     helm) echo helm ;;
   esac
 }
@@ -55,7 +57,7 @@ cp_ldflags() {
   esac
   echo "$flags"
 }
-CP_COMPONENTS=(etcd kubernetes helm)
+CP_COMPONENTS=(etcd etcdctl kubernetes helm)
 
 # The cache directory of a component: its name, version, and a hash of its go.mod, go.sum
 # and build recipe, so that any change to them builds anew.

@@ -2,7 +2,7 @@
 # Provisions what the integration tests run, once per machine:
 #   - the Debian packages up.sh needs, its node's included (containerd, runc, the CNI
 #     plugins, iptables, conntrack), only when something is missing;
-#   - etcd, the Kubernetes components (kube-apiserver, kube-controller-manager, kubectl, and
+#   - etcd and etcdctl, the Kubernetes components (kube-apiserver, kube-controller-manager, kubectl, and
 #     kube-scheduler, kubelet, kube-proxy for a node) and helm, each built from its release's
 #     Go module through the modules under tests/k8s/ (versions in lib.sh), into a cache
 #     outside the work tree: ${JWT_ROTATOR_CACHE:-$HOME/.cache/jwt-key-rotator}/NAME-VERSION-HASH/bin.
@@ -88,6 +88,7 @@ check_pin() {  # COMPONENT MODULE-PATH
 }
 check_pin kubernetes k8s.io/kubernetes
 check_pin etcd go.etcd.io/etcd/server/v3
+check_pin etcdctl go.etcd.io/etcd/etcdctl/v3
 check_pin helm helm.sh/helm/v4
 
 # ---- 3. build each component once, under its own lock --------------------------------------
@@ -127,8 +128,8 @@ build() {  # COMPONENT
   cp_log "$component $(cp_version "$component"): downloading its modules (log: $log)"
   run "go mod download" "$GO" list -mod=readonly -deps "${pkgs[@]}"
   cp_log "$component $(cp_version "$component"): compiling $(cp_binaries "$component" | tr '\n' ' ')"
-  if [ "$component" = etcd ]; then   # one package, whose directory is named v3
-    run "go build" "$GO" build -mod=readonly -trimpath -ldflags "$(cp_ldflags "$component")" -o "$scratch/bin/etcd" "${pkgs[@]}"
+  if [[ "$component" = etcd* ]]; then   # one package, whose directory is named v3
+    run "go build" "$GO" build -mod=readonly -trimpath -ldflags "$(cp_ldflags "$component")" -o "$scratch/bin/$component" "${pkgs[@]}"
   else
     run "go build" "$GO" build -mod=readonly -trimpath -ldflags "$(cp_ldflags "$component")" -o "$scratch/bin/" "${pkgs[@]}"
   fi
@@ -136,6 +137,7 @@ build() {  # COMPONENT
     case "$b" in
       helm) run "run helm version" "$scratch/bin/helm" version ;;
       kubectl) run "run kubectl version --client" "$scratch/bin/kubectl" version --client ;;
+      etcdctl) run "run etcdctl version" "$scratch/bin/etcdctl" version ;;
       *) run "run $b --version" "$scratch/bin/$b" --version ;;
     esac
   done

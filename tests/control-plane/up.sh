@@ -31,6 +31,8 @@
 #      JWT_ROTATOR_CP_REMOVE_DIR=1 removes DIR on tear-down;
 #      JWT_ROTATOR_KUBELET_SYNC_FREQUENCY = the kubelet's syncFrequency (default 1m, the
 #      kubelet's own): how often it refreshes mounted Secrets and ConfigMaps.
+#      JWT_ROTATOR_CP_APISERVER_ARGS = extra kube-apiserver flags, one a line (an audit
+#      policy, an encryption configuration).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -351,9 +353,13 @@ wait_for etcd "$ETCD_PID" "etcd /health" \
 # the `kubernetes` Service gets no endpoints (--endpoint-reconciler-type none), since an
 # endpoint on 127.0.0.1 is invalid; with a node it is the host's end of the node's veth, which
 # the Service's endpoints name as kubeadm's do, so pods reach it at 10.96.0.1:443.
+# Extra flags, one a line, from JWT_ROTATOR_CP_APISERVER_ARGS (the audit log and encryption
+# at rest tests).
 if [ "$NODE" = 1 ]; then RECONCILER=lease; else RECONCILER=none; fi
+EXTRA_APISERVER_ARGS=()
+[ -z "${JWT_ROTATOR_CP_APISERVER_ARGS:-}" ] || mapfile -t EXTRA_APISERVER_ARGS <<<"$JWT_ROTATOR_CP_APISERVER_ARGS"
 cp_log "starting kube-apiserver $K8S_VERSION on $API"
-start kube-apiserver "$APISERVER" \
+start kube-apiserver "$APISERVER" "${EXTRA_APISERVER_ARGS[@]}" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address "$BIND_IP" \
   --secure-port "$API_PORT" \

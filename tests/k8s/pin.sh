@@ -45,5 +45,6 @@ pin() {  # COMPONENT MODULE
 }
 
 pin etcd go.etcd.io/etcd/server/v3
+pin etcdctl go.etcd.io/etcd/etcdctl/v3
 pin kubernetes k8s.io/kubernetes
 pin helm helm.sh/helm/v4

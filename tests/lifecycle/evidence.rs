@@ -97,24 +97,78 @@ fn a_record_removed_from_the_manifest_comes_back_from_the_status() {
 }
 
 #[test]
-fn with_status_and_manifest_both_lost_a_key_in_the_secret_and_the_jwks_is_recovered_as_retired() {
+fn with_status_and_manifest_both_lost_the_key_signers_use_signs_on_and_the_others_are_retired() {
     let mut minter = Minter::default();
-    let (m, [_, active, _]) = rotated(&mut minter);
+    let (m, [_, active, pending]) = rotated(&mut minter);
     let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Absent);
     e.memory.clear();
     let w = weigh(&e, &quick(), t(181)).unwrap();
     let k = w.manifest.get(&active).expect("kept");
     assert_eq!(
         k.state,
+        KeyState::Active,
+        "in the signing slot and published: no unseen key signs in its place"
+    );
+    assert!(!w.retire_on_write.contains(&active));
+    assert!(w.findings.contains(&Finding::Recovered {
+        kid: active.clone()
+    }));
+    // The pending key's material and JWK survive too, but nothing says it signed or waited.
+    let p = w.manifest.get(&pending).expect("kept");
+    assert_eq!(
+        p.state,
         KeyState::Retired,
         "it may have signed: kept as retired"
     );
-    assert_eq!(k.retired_at, Some(t(181)));
+    assert_eq!(p.retired_at, Some(t(181)));
     assert!(
-        w.retire_on_write.contains(&active),
+        w.retire_on_write.contains(&pending),
         "retention counts from the repair"
     );
-    assert!(w.findings.contains(&Finding::Recovered { kid: active }));
+}
+
+#[test]
+fn an_active_record_edited_to_retired_signs_on_when_no_key_took_over() {
+    let mut minter = Minter::default();
+    let (mut m, [_, active, _]) = rotated(&mut minter);
+    let e = evidence(&m, &all_kids(&m));
+    let record = m.keys.iter_mut().find(|k| k.kid == active).unwrap();
+    record.state = KeyState::Retired;
+    record.retired_at = Some(t(150));
+    let w = weigh(
+        &with_manifest(e.clone(), ManifestRead::Read(m.clone())),
+        &quick(),
+        t(181),
+    )
+    .unwrap();
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
+    // A key the status does not remember as active stays retired: this rule undoes no
+    // retirement the operator made.
+    let mut status_agrees = e;
+    status_agrees.memory = m.keys.clone();
+    let w = weigh(
+        &with_manifest(status_agrees, ManifestRead::Read(m)),
+        &quick(),
+        t(181),
+    )
+    .unwrap();
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Retired));
+}
+
+#[test]
+fn a_rotation_request_either_record_honoured_is_not_honoured_again() {
+    let mut minter = Minter::default();
+    let (m, _) = rotated(&mut minter);
+    let mut policy = quick();
+    policy.rotation_request = Some("once".into());
+    let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Absent);
+    e.remembered_rotation_request = Some("once".into());
+    let w = weigh(&e, &policy, t(181)).unwrap();
+    assert_eq!(w.manifest.rotation_request.as_deref(), Some("once"));
+    // Neither record knows the value: it is a new request.
+    e.remembered_rotation_request = Some("before".into());
+    let w = weigh(&e, &policy, t(181)).unwrap();
+    assert_eq!(w.manifest.rotation_request.as_deref(), Some("before"));
 }
 
 #[test]
@@ -136,6 +190,7 @@ fn a_key_no_record_names_is_not_published_whatever_the_jwks_says() {
         secret: None,
         published: vec![planted.public_jwk.clone().unwrap()],
         memory: Vec::new(),
+        remembered_rotation_request: None,
     };
     let w = weigh(&only_jwks, &quick(), t(181)).unwrap();
     assert!(w.manifest.keys.is_empty());
@@ -192,6 +247,35 @@ fn an_older_jwks_restored_makes_the_pending_key_wait_a_full_lead_again() {
     let w = weigh(&evidence(&m, &published), &quick(), t(190)).unwrap();
     assert_eq!(w.manifest.get(&pending).unwrap().published_at, None);
     assert!(!w.observed.published.contains(&pending));
+}
+
+#[test]
+fn a_pending_key_the_status_forgot_waits_a_full_lead_when_a_restore_brings_it_back() {
+    let mut minter = Minter::default();
+    let (m, [_, _, pending]) = rotated(&mut minter);
+    // Both objects restored to a copy that publishes `pending`; the operator had dropped it
+    // since (its material was lost), so the status no longer lists it.
+    let mut e = evidence(&m, &all_kids(&m));
+    e.memory = m
+        .keys
+        .iter()
+        .filter(|k| k.kid != pending)
+        .cloned()
+        .collect();
+    let w = weigh(&e, &quick(), t(190)).unwrap();
+    assert_eq!(w.manifest.get(&pending).unwrap().published_at, None);
+    assert!(
+        w.findings
+            .iter()
+            .any(|f| matches!(f, Finding::RecordCorrected { kid, .. } if *kid == pending))
+    );
+    // With no status at all (lost, or a set just created), the manifest's time stands.
+    e.memory.clear();
+    let w = weigh(&e, &quick(), t(190)).unwrap();
+    assert_eq!(
+        w.manifest.get(&pending).unwrap().published_at,
+        m.get(&pending).unwrap().published_at
+    );
 }
 
 #[test]
@@ -318,9 +402,10 @@ fn the_secret_lost_with_the_status_kept_keeps_every_published_key() {
     // The planner then retires the active key (published for its retention) and one signs.
     let (p, _) = settle_from(&quick(), &e, t(181), &mut minter);
     assert_eq!(state(&p.manifest, &active), Some(KeyState::Retired));
-    assert!(
-        p.manifest.get(&pending).is_none(),
-        "a pending key without material never signed"
+    assert_eq!(
+        state(&p.manifest, &pending),
+        Some(KeyState::Retired),
+        "published: a lost record of its activation would not show, so it stays published"
     );
     assert_ne!(p.manifest.active().unwrap().kid, active);
 }

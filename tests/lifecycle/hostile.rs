@@ -25,7 +25,7 @@ use jwt_key_rotator::objects::{self, ObjectApi, SetObjects, TooLarge, Unwritten}
 use k8s_openapi::ByteString;
 use proptest::prelude::*;
 
-use super::{policy, secs, t};
+use super::{config, policy, secs, t};
 
 const JWKS_KEY: &str = "jwks.json";
 /// Real keys are generated once per run; a case that needs more than this sees generation fail.
@@ -97,6 +97,8 @@ struct Objects {
     secret: Option<SecretData>,
     config_map: Option<MapData>,
     status: Vec<KeyStatus>,
+    /// `status.rotationRequest`.
+    status_rotation_request: Option<String>,
 }
 
 /// Between two writes, the cluster may do one of these.
@@ -546,6 +548,7 @@ fn fault_changes(world: &mut World, fault: &Fault) -> (bool, bool) {
         }
         Fault::LoseStatus => {
             objects.status.clear();
+            objects.status_rotation_request = None;
             (false, false)
         }
     }
@@ -862,6 +865,7 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
             jwks: objects.config_map.as_ref(),
             jwks_key: JWKS_KEY,
             memory,
+            remembered_rotation_request: objects.status_rotation_request.clone(),
             spec_algorithm: world.policy.algorithm,
         });
         let policy = world.policy.clone();
@@ -906,6 +910,8 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
                     .iter()
                     .map(KeyStatus::from)
                     .collect();
+                world.objects.status_rotation_request =
+                    converged.plan.manifest.rotation_request.clone();
                 world.during.clear();
                 return Some(converged);
             }
@@ -984,15 +990,8 @@ fn change_spec(world: &mut World, event: &Event) {
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn no_token_breaks_whatever_happens_to_the_objects((policy, events) in scenario()) {

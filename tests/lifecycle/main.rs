@@ -221,6 +221,7 @@ pub fn evidence(manifest: &Manifest, published: &BTreeSet<String>) -> Evidence {
             .filter(|k| published.contains(&k.kid))
             .collect(),
         memory: manifest.keys.clone(),
+        remembered_rotation_request: manifest.rotation_request.clone(),
     }
 }
 
@@ -259,5 +260,22 @@ pub fn settle_from(
             (c.plan, c.transitions)
         }
         Err(e) => panic!("converge failed at {now}: {e:?}"),
+    }
+}
+
+/// Property-test configuration: 10,000 cases unless `PROPTEST_CASES` says otherwise. Shrinking
+/// is bounded (at most 2,000 steps or two minutes): a failure in CI reports a case that is small
+/// enough to read, and fails the run in minutes, not in the quarter of an hour that
+/// shrinking 10,000 cases' worth takes.
+pub fn config() -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    proptest::test_runner::Config {
+        cases,
+        max_shrink_iters: 2_000,
+        max_shrink_time: 120_000,
+        ..Default::default()
     }
 }

@@ -11,7 +11,7 @@ use jwt_key_rotator::keys::Algorithm;
 use jwt_key_rotator::lifecycle::{KeyState, Manifest, Plan, Policy, Stopped, converge};
 use proptest::prelude::*;
 
-use super::{MemoryCluster, Minter, all_kids, evidence, policy, run, secs, t};
+use super::{MemoryCluster, Minter, all_kids, config, evidence, policy, run, secs, t};
 
 #[derive(Clone, Debug)]
 enum Event {
@@ -250,15 +250,8 @@ fn check_wake_up(
     Ok(())
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn invariants_hold_over_random_schedules_and_clocks(

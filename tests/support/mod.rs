@@ -62,14 +62,54 @@ pub fn control_plane() -> &'static ControlPlane {
     }
 }
 
+static APISERVER_ARGS: OnceLock<String> = OnceLock::new();
+
+/// The control plane of this test binary, its kube-apiserver started with these extra flags
+/// (an audit policy, an encryption configuration). Every test of the binary calls this first,
+/// with the same flags: the first call starts the plane.
+pub fn control_plane_with(apiserver_args: &[String]) -> &'static ControlPlane {
+    let _ = APISERVER_ARGS.set(apiserver_args.join("\n"));
+    control_plane()
+}
+
+/// A control plane of the caller's own, beside the binary's shared one, its kube-apiserver
+/// started with these extra flags and the CRD installed; torn down when dropped.
+pub fn own_control_plane(apiserver_args: &[String]) -> ControlPlane {
+    match start_local(&apiserver_args.join("\n")).and_then(with_crd) {
+        Ok(plane) => plane,
+        Err(message) => panic!("no Kubernetes control plane for the test:\n{message}"),
+    }
+}
+
+/// The plane's `env` file (written by up.sh): `ETCD_ENDPOINT`, `KUBECONFIG`, ...
+pub fn plane_env(plane: &ControlPlane, name: &str) -> String {
+    let path = plane.kubeconfig.with_file_name("env");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} (a control plane of up.sh's): {e}", path.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {}", path.display()))
+        .to_string()
+}
+
+/// An admin client of `plane`, bound to the calling test's runtime.
+pub async fn client_of(plane: &ControlPlane) -> Client {
+    let config = config_from(&plane.kubeconfig).await;
+    Client::try_from(config.unwrap_or_else(|e| panic!("{e}"))).expect("client from kubeconfig")
+}
+
 fn start() -> Result<ControlPlane, String> {
     let plane = match std::env::var_os("JWT_ROTATOR_TEST_KUBECONFIG") {
         Some(path) => ControlPlane {
             kubeconfig: PathBuf::from(path),
             _lifeline: None,
         },
-        None => start_local()?,
+        None => start_local(APISERVER_ARGS.get().map_or("", String::as_str))?,
     };
+    with_crd(plane)
+}
+
+fn with_crd(plane: ControlPlane) -> Result<ControlPlane, String> {
     // The CRD is installed from a runtime of its own: tests each run their own runtime.
     let kubeconfig = plane.kubeconfig.clone();
     std::thread::spawn(move || {
@@ -84,7 +124,7 @@ fn start() -> Result<ControlPlane, String> {
     Ok(plane)
 }
 
-fn start_local() -> Result<ControlPlane, String> {
+fn start_local(apiserver_args: &str) -> Result<ControlPlane, String> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -102,6 +142,7 @@ fn start_local() -> Result<ControlPlane, String> {
     }
     let mut child = command
         .env("JWT_ROTATOR_CP_REMOVE_DIR", "1")
+        .env("JWT_ROTATOR_CP_APISERVER_ARGS", apiserver_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -76,10 +76,11 @@ Used by the ClusterRole (rbac.mode=cluster) and by each per-namespace Role
 - apiGroups: ["jwt.keyrotator.dev"]
   resources: ["jwtkeysets"]
   verbs: ["list", "watch", "patch"]
-# Their status (conditions, keys, next rotation).
+# Their status (conditions, keys, next rotation); read fresh (get) before status.history is
+# appended to, so that no entry written since the watch cache's copy is lost.
 - apiGroups: ["jwt.keyrotator.dev"]
   resources: ["jwtkeysets/status"]
-  verbs: ["patch"]
+  verbs: ["get", "patch"]
 # The Secret (private keys and manifest) and ConfigMap (JWKS) of each set.
 - apiGroups: [""]
   resources: ["secrets", "configmaps"]
