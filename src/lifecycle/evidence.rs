@@ -13,7 +13,7 @@
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again | an emptied or restored manifest must not rotate a second time |
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
-//! | 5b | A pending key the status does not list (while it lists others) waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
+//! | 5b | A pending key the status does not list, while it lists a key created after it, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
 //! | 7b | With no active record, a retired record of the key in the signing slot (published, not revoked, not forgotten by the status) is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
@@ -284,13 +284,15 @@ impl<'e> Weighing<'e> {
         }
     }
 
-    /// Rule 5b: the status remembers keys but not this one. Either the operator dropped it (it
-    /// was lost or discarded, and was out of the document since) and a restored copy brings it
-    /// back, or the status write after its creation failed. Verifiers may have lost it in the
-    /// first case; waiting a full lead again is safe in both.
-    fn forgotten_by_status(&self, kid: &str) -> bool {
+    /// Rule 5b: the status remembers a key created after this one, but not this one: the
+    /// operator dropped it (it was lost or discarded, and left the document since) and a
+    /// restored copy brings it back; verifiers may have dropped it too. A status that merely
+    /// lags (its write failed) knows only older keys: then nothing is reset, or every pass would
+    /// restart the lead and rewrite the Secret.
+    fn forgotten_by_status(&self, record: &KeyRecord) -> bool {
         let memory = &self.evidence.memory;
-        !memory.is_empty() && !memory.iter().any(|r| r.kid == kid)
+        !memory.iter().any(|m| m.kid == record.kid)
+            && memory.iter().any(|m| m.created_at > record.created_at)
     }
 
     fn seen(&self, kid: &str) -> bool {
@@ -304,7 +306,10 @@ impl<'e> Weighing<'e> {
             let seen = self.seen(&kid);
             let material = self.found.get(kid.as_str()).copied();
             let published = self.published.get(kid.as_str()).copied();
-            let forgotten = self.forgotten_by_status(&kid);
+            let forgotten = self
+                .records
+                .get(&kid)
+                .is_some_and(|r| self.forgotten_by_status(r));
             if let Some(record) = self.records.get_mut(&kid) {
                 attach_public_part(record, material, published);
                 if record.state != KeyState::Pending || record.published_at.is_none() {

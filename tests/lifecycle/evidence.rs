@@ -253,8 +253,11 @@ fn an_older_jwks_restored_makes_the_pending_key_wait_a_full_lead_again() {
 fn a_pending_key_the_status_forgot_waits_a_full_lead_when_a_restore_brings_it_back() {
     let mut minter = Minter::default();
     let (m, [_, _, pending]) = rotated(&mut minter);
-    // Both objects restored to a copy that publishes `pending`; the operator had dropped it
-    // since (its material was lost), so the status no longer lists it.
+    // The operator lost `pending` (its material), dropped it from the JWKS and made `newer`;
+    // then both objects were restored to a copy that publishes `pending`.
+    let mut newer = m.get(&pending).unwrap().clone();
+    newer.kid = "newer".into();
+    newer.created_at = t(185);
     let mut e = evidence(&m, &all_kids(&m));
     e.memory = m
         .keys
@@ -262,6 +265,7 @@ fn a_pending_key_the_status_forgot_waits_a_full_lead_when_a_restore_brings_it_ba
         .filter(|k| k.kid != pending)
         .cloned()
         .collect();
+    e.memory.push(newer);
     let w = weigh(&e, &quick(), t(190)).unwrap();
     assert_eq!(w.manifest.get(&pending).unwrap().published_at, None);
     assert!(
@@ -269,8 +273,9 @@ fn a_pending_key_the_status_forgot_waits_a_full_lead_when_a_restore_brings_it_ba
             .iter()
             .any(|f| matches!(f, Finding::RecordCorrected { kid, .. } if *kid == pending))
     );
-    // With no status at all (lost, or a set just created), the manifest's time stands.
-    e.memory.clear();
+    // A status that only lags (its write failed after `pending` was made) knows no newer key:
+    // the manifest's time stands, or every pass would restart the lead.
+    e.memory.pop();
     let w = weigh(&e, &quick(), t(190)).unwrap();
     assert_eq!(
         w.manifest.get(&pending).unwrap().published_at,
