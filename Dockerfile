@@ -6,9 +6,11 @@
 #   docker build -t jwt-key-rotator:0.1.0 .
 #   docker build --build-arg RUST_VERSION=1.95 -t jwt-key-rotator:dev .
 #
-# Not built by the test suite: the development and CI machines have no container engine.
-# The chart and deploy/ are tested by running the same binary out of cluster with the
-# chart's ServiceAccount and RBAC (tests/install.rs).
+# The test suite builds this image without a container engine (tests/image/build.sh): it runs
+# the build stage's cargo command on the host, then buildah runs the final stage below as it is,
+# and the test node runs the result as the chart's pod. Keep the final stage's paths
+# (/jwt-key-rotator, /etc/ssl/certs/ca-certificates.crt in `build`) as they are: the script
+# copies the binary and the CA bundle there.
 
 # ---- build: a statically linked binary --------------------------------------------------
 ARG RUST_VERSION=1.95
@@ -40,7 +42,7 @@ RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --target "$(cat /target)" --bin jwt-key-rotator \
  && cp "target/$(cat /target)/release/jwt-key-rotator" /jwt-key-rotator
 
-# ---- run: nothing but the binary and the CA bundle ----------------------------------------
+# ---- run: nothing but the binary and the CA bundle (tests/image/build.sh runs this stage) -
 FROM scratch
 # Root certificates, for API servers whose certificate a public CA signed (in cluster, the
 # ServiceAccount's own ca.crt is what the operator trusts).

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jwt_key_rotator::api::JwtKeySet;
@@ -32,6 +32,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use support::node::{self, helm};
 use support::{Operator, eventually};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -57,27 +58,6 @@ fn one_operator_at_a_time(test: impl std::future::Future<Output = ()>) {
 
 // ---- Helm ----------------------------------------------------------------------------------
 
-/// Runs the real `helm ARGS`: its stdout, or what it printed when it fails. Helm's own
-/// configuration and cache stay under the target directory.
-fn helm(args: &[&str]) -> Result<String, String> {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    let helm = HELM.get_or_init(|| support::tool("helm"));
-    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm");
-    let out = Command::new(helm)
-        .args(args)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {}: {e}", helm.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
 /// `helm template` of the chart with these `--set` values, as YAML documents.
 fn template(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
     let mut args = vec!["template", release, CHART, "--namespace", namespace];
@@ -96,7 +76,8 @@ fn template(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>,
 }
 
 /// `helm install` or `helm upgrade` of the chart into the test control plane, with Helm's
-/// defaults: server-side apply, and no waiting for the Deployment (no node runs its pod).
+/// defaults: server-side apply, and no waiting for the Deployment. These installs run the
+/// operator out of cluster (the chart's image is left as it is, and never starts).
 fn release_with(verb: &str, release: &str, namespace: &str, sets: &[&str]) {
     let kubeconfig = support::control_plane().kubeconfig.display().to_string();
     let mut args = vec![
@@ -472,8 +453,8 @@ async fn apply_example(admin: &Client, namespace: &str, file: &str) -> String {
 
 /// Fails the test at once when the operator was refused a request (a 403 in its log): the
 /// chart's RBAC lacks a rule. The operator's log is printed when the test fails.
-fn assert_never_forbidden(operator: &Operator) {
-    let log = operator.log_text();
+fn assert_never_forbidden(operator: &dyn OperatorLog) {
+    let log = operator.log();
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| l.to_lowercase().contains("forbidden"))
@@ -485,9 +466,26 @@ fn assert_never_forbidden(operator: &Operator) {
     );
 }
 
+/// Where an operator's log is read: the process run out of cluster here, or a pod.
+trait OperatorLog {
+    fn log(&self) -> String;
+}
+impl OperatorLog for Operator {
+    fn log(&self) -> String {
+        self.log_text()
+    }
+}
+/// An operator pod, whose log is checked when the test has waited (not at each poll).
+struct OperatorPod;
+impl OperatorLog for OperatorPod {
+    fn log(&self) -> String {
+        String::new()
+    }
+}
+
 /// Waits until the set is Ready (KeysReady) for its generation, its Secret and (unless HS*)
 /// ConfigMap exist and an Event about it was recorded: everything the operator writes.
-async fn wait_ready(admin: &Client, namespace: &str, name: &str, operator: &Operator) {
+async fn wait_ready(admin: &Client, namespace: &str, name: &str, operator: &dyn OperatorLog) {
     let sets: Api<JwtKeySet> = Api::namespaced(admin.clone(), namespace);
     let what = format!("JwtKeySet {namespace}/{name} Ready=True (KeysReady)");
     let set = eventually(&what, READY_DEADLINE, || {
@@ -548,7 +546,7 @@ async fn wait_leader(
     namespace: &str,
     lease: &str,
     identity: &str,
-    operator: &Operator,
+    operator: &dyn OperatorLog,
 ) {
     let leases: Api<Lease> = Api::namespaced(admin.clone(), namespace);
     let what = format!("Lease {namespace}/{lease} held by {identity}");
@@ -564,7 +562,7 @@ async fn wait_leader(
 
 /// Waits until /readyz answers 200 (the Deployment's readiness probe) and checks /healthz
 /// (its liveness probe) and /metrics.
-async fn wait_probes(port: u16, operator: &Operator) {
+async fn wait_probes(port: u16, operator: &dyn OperatorLog) {
     eventually(
         "the operator's /readyz to answer 200",
         READY_DEADLINE,
@@ -1296,4 +1294,220 @@ async fn deploy_manifests_match_the_chart_defaults() {
         count,
         "{applied}"
     );
+}
+
+// ---- the operator as a pod on the test node --------------------------------------------------
+
+const POD_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The release's pods, by their chart labels.
+fn selector(release: &str) -> String {
+    format!("app.kubernetes.io/name=jwt-key-rotator,app.kubernetes.io/instance={release}")
+}
+
+/// The Lease's holder (the leader's POD_NAME), once there is one.
+async fn lease_holder(admin: &Client, namespace: &str, lease: &str) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), namespace);
+    leases.get_opt(lease).await.ok()??.spec?.holder_identity
+}
+
+/// Fails unless no container of the release restarted and none was refused anything.
+async fn assert_pods_healthy(admin: &Client, namespace: &str, release: &str) {
+    for pod in node::ready_pods(admin, namespace, &selector(release)).await {
+        let name = pod.metadata.name.clone().unwrap();
+        let restarts: i32 = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .map(|c| c.restart_count)
+            .sum();
+        assert_eq!(
+            restarts,
+            0,
+            "pod {name} restarted:\n{}",
+            node::logs(namespace, &name)
+        );
+        let log = node::logs(namespace, &name);
+        assert!(
+            !log.to_lowercase().contains("forbidden"),
+            "pod {name} was refused requests:\n{log}"
+        );
+    }
+}
+
+/// Uninstalls the release and waits until its pods are gone, so that no operator of it is
+/// left reconciling when the next install test takes its turn.
+async fn uninstall_and_wait(admin: &Client, release: &str, namespace: &str) {
+    node::helm_uninstall(release, namespace);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), namespace);
+    let selector = selector(release);
+    eventually("the release's pods to be gone", POD_DEADLINE, || async {
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        list.items.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn helm_install_runs_the_operator_as_a_pod_in_a_restricted_namespace() {
+    one_operator_at_a_time(operator_pod());
+}
+
+async fn operator_pod() {
+    let admin = support::client().await;
+    let release_ns = node::restricted_namespace(&admin, "helm-pod").await;
+    let keys_ns = support::namespace(&admin, "helm-pod-keys").await;
+    let (release, fullname) = ("rotator-pod", "rotator-pod-jwt-key-rotator");
+    node::helm_install_operator(release, &release_ns, &[]);
+    let took =
+        node::wait_deployment_available(&admin, &release_ns, fullname, 1, POD_DEADLINE).await;
+    eprintln!("helm install: Deployment Available after {took:.1?}");
+    let pods = node::ready_pods(&admin, &release_ns, &selector(release)).await;
+    assert_eq!(pods.len(), 1, "one Ready pod");
+    let pod = &pods[0];
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let spec = pod.spec.as_ref().unwrap();
+    let container = &spec.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(node::image("jwt-key-rotator").as_str())
+    );
+
+    // In-cluster configuration: no kubeconfig anywhere, only the projected ServiceAccount
+    // token the kubelet mounts; holding the Lease under its pod name proves it talks to the
+    // API server with it (through the `kubernetes` Service).
+    assert!(
+        !container
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "KUBECONFIG"),
+        "{:?}",
+        container.env
+    );
+    assert!(
+        spec.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.projected.as_ref().is_some_and(|p| {
+                p.sources
+                    .iter()
+                    .flatten()
+                    .any(|s| s.service_account_token.is_some())
+            })),
+        "no projected ServiceAccount token volume: {:?}",
+        spec.volumes
+    );
+    wait_leader(&admin, &release_ns, fullname, &pod_name, &OperatorPod).await;
+
+    // The kubelet's own probes: /healthz (liveness) and /readyz (readiness) answered it.
+    eventually(
+        "the kubelet to probe the pod's /healthz and /readyz",
+        POD_DEADLINE,
+        || {
+            let pod_name = pod_name.clone();
+            async move {
+                let live = node::probe_count(&pod_name, "Liveness", "successful");
+                let ready = node::probe_count(&pod_name, "Readiness", "successful");
+                (live >= 1 && ready >= 1).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(node::probe_count(&pod_name, "Liveness", "failed"), 0);
+
+    // Its whole job, from inside the pod: a set in another namespace Ready, its Secret, JWKS,
+    // status and Events written.
+    let name = apply_example(&admin, &keys_ns, "es256.yaml").await;
+    wait_ready(&admin, &keys_ns, &name, &OperatorPod).await;
+    assert_pods_healthy(&admin, &release_ns, release).await;
+    uninstall_and_wait(&admin, release, &release_ns).await;
+}
+
+#[test]
+fn deleting_the_leader_pod_hands_over_to_the_standby() {
+    one_operator_at_a_time(leader_pod_deleted());
+}
+
+async fn leader_pod_deleted() {
+    let admin = support::client().await;
+    let release_ns = node::restricted_namespace(&admin, "helm-ha").await;
+    let keys_ns = support::namespace(&admin, "helm-ha-keys").await;
+    let (release, fullname) = ("rotator-ha", "rotator-ha-jwt-key-rotator");
+    node::helm_install_operator(
+        release,
+        &release_ns,
+        &["replicaCount=2", "podDisruptionBudget.enabled=true"],
+    );
+    node::wait_deployment_available(&admin, &release_ns, fullname, 2, POD_DEADLINE).await;
+    let leader = eventually("a leader", POD_DEADLINE, || {
+        lease_holder(&admin, &release_ns, fullname)
+    })
+    .await;
+    let name = apply_example(&admin, &keys_ns, "es256.yaml").await;
+    wait_ready(&admin, &keys_ns, &name, &OperatorPod).await;
+
+    // Delete the leader's pod as a person or a node drain would (graceful: SIGTERM, and the
+    // operator releases its Lease on the way out).
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &release_ns);
+    let deleted_at = std::time::Instant::now();
+    pods.delete(&leader, &DeleteParams::default())
+        .await
+        .expect("delete the leader's pod");
+    let new_leader = eventually("the standby to take the Lease", POD_DEADLINE, || async {
+        lease_holder(&admin, &release_ns, fullname)
+            .await
+            .filter(|h| *h != leader)
+    })
+    .await;
+    let handover = deleted_at.elapsed();
+    // The Deployment replaces the pod: two Ready pods again, the deleted one not among them
+    // (its status alone still counts the old pod for a moment after the deletion).
+    let ready: Vec<String> = eventually(
+        "a replacement pod Ready beside the new leader",
+        POD_DEADLINE,
+        || async {
+            let ready: Vec<String> = node::ready_pods(&admin, &release_ns, &selector(release))
+                .await
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            (ready.len() == 2 && !ready.contains(&leader)).then_some(ready)
+        },
+    )
+    .await;
+    let replaced = deleted_at.elapsed();
+    node::wait_deployment_available(&admin, &release_ns, fullname, 2, POD_DEADLINE).await;
+    eprintln!(
+        "leader pod {leader} deleted: {new_leader} holds the Lease after {handover:.2?}; \
+         a replacement pod is Ready after {replaced:.2?}"
+    );
+    assert!(ready.contains(&new_leader), "{ready:?}");
+    assert!(!ready.contains(&leader), "{ready:?}");
+
+    // The new leader does the job: a rotation requested now is carried out.
+    let sets: Api<JwtKeySet> = Api::namespaced(admin.clone(), &keys_ns);
+    let before = sets.get(&name).await.unwrap().status.unwrap().keys.len();
+    let patch = json!({"metadata": {"annotations": {"jwt.keyrotator.dev/rotate": "handover"}}});
+    sets.patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the new leader to start the requested rotation",
+        POD_DEADLINE,
+        || async {
+            let keys = sets.get(&name).await.ok()?.status?.keys.len();
+            (keys > before).then_some(())
+        },
+    )
+    .await;
+    assert_pods_healthy(&admin, &release_ns, release).await;
+    uninstall_and_wait(&admin, release, &release_ns).await;
 }

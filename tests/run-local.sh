@@ -1,78 +1,79 @@
 #!/usr/bin/env bash
-# Runs the operator's main job locally: a local Kubernetes control plane, the CRD, the
-# operator, and an example JwtKeySet; then prints the published JWKS and the Secret's layout
-# (never its private bytes). The control plane and the operator keep running afterwards;
-# `tests/run-local.sh stop` stops both.
+# A user's first ten minutes, locally: a one-node Kubernetes cluster (tests/control-plane/up.sh
+# --node), the operator's image built from the Dockerfile (tests/image/build.sh) and installed
+# with Helm as a pod in a namespace that enforces the `restricted` Pod Security Standard, an
+# example JwtKeySet, then the published JWKS and the Secret's layout (never its private bytes).
+# The cluster keeps running afterwards; `tests/run-local.sh stop` stops it.
 #
-# Env: JWT_ROTATOR_LOCAL_DIR (default /tmp/jwt-key-rotator-local) holds the control plane's
-# state, its kubeconfig and the operator's log.
+# Env: JWT_ROTATOR_LOCAL_DIR (default /tmp/jwt-key-rotator-local) holds the cluster's state and
+# its kubeconfig. Needs root (the node's namespaces, containerd, iptables).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR="${JWT_ROTATOR_LOCAL_DIR:-/tmp/jwt-key-rotator-local}"
 EXAMPLE=deploy/examples/quick-demo.yaml
 NAME=demo
+RELEASE=jwt-key-rotator
+NAMESPACE=jwt-key-rotator
 
 say() { printf '\n==> %s\n' "$*"; }
 die() { printf 'run-local: ERROR: %s\n' "$*" >&2; exit 1; }
 
-stop_operator() {
-  local pid
-  pid="$(cat "$DIR/operator.pid" 2>/dev/null || true)"
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid"
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$DIR/operator.pid"
-}
-
 if [ "${1:-}" = stop ]; then
-  stop_operator
   bash tests/control-plane/down.sh "$DIR"
-  echo "stopped the operator and the local control plane in $DIR"
+  echo "stopped the local cluster in $DIR"
   exit 0
 fi
 [ $# -eq 0 ] || die "usage: $0 [stop]"
 
-say "control plane and kubectl: install and build once (tests/control-plane/setup.sh)"
+say "Kubernetes, helm, containerd: install and build once (tests/control-plane/setup.sh)"
 bash tests/control-plane/setup.sh
 KUBECTL="$(bash tests/control-plane/which.sh kubectl)"
+HELM="$(bash tests/control-plane/which.sh helm)"
 kc() { "$KUBECTL" "$@"; }
-command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain first"
 
-say "building the operator"
-cargo build --locked --bin jwt-key-rotator
-BIN=target/debug/jwt-key-rotator
+say "the operator's image, from the Dockerfile, without a Docker engine (tests/image/build.sh)"
+bash tests/image/build.sh
+IMAGE="$(cat target/images/jwt-key-rotator.ref)"
 
 mkdir -p "$DIR"
 if [ -f "$DIR/ready" ] && kill -0 "$(cat "$DIR/supervisor.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
-  say "reusing the control plane already running in $DIR"
+  say "reusing the cluster already running in $DIR"
 else
-  say "starting a local control plane in $DIR"
-  setsid nohup bash tests/control-plane/up.sh "$DIR" >"$DIR.up.log" 2>&1 </dev/null &
-  for _ in $(seq 1 900); do
+  say "starting a one-node cluster in $DIR (kubelet syncFrequency 5s)"
+  # The node's kubelet refreshes mounted Secrets and ConfigMaps every 5 s (1.5 x 5 s at worst),
+  # within the example's propagationDelay of 10 s. A default kubelet (1m) needs 90 s or more.
+  JWT_ROTATOR_KUBELET_SYNC_FREQUENCY=5s \
+    setsid nohup bash tests/control-plane/up.sh "$DIR" --node >"$DIR.up.log" 2>&1 </dev/null &
+  for _ in $(seq 1 1200); do
     [ -f "$DIR/ready" ] && break
-    kill -0 $! 2>/dev/null || { tail -n 30 "$DIR.up.log" >&2; die "the control plane did not start (log: $DIR.up.log)"; }
+    kill -0 $! 2>/dev/null || { tail -n 30 "$DIR.up.log" >&2; die "the cluster did not start (log: $DIR.up.log)"; }
     sleep 0.2
   done
-  [ -f "$DIR/ready" ] || die "the control plane was not ready after 180s (log: $DIR.up.log)"
+  [ -f "$DIR/ready" ] || die "the cluster was not ready after 240s (log: $DIR.up.log)"
 fi
 export KUBECONFIG="$DIR/kubeconfig"
 kc version
+kc get nodes -o wide
 
-say "installing the CRD: kubectl apply -f crds/"
-kc apply -f crds/
-kc wait --for condition=established --timeout=60s crd/jwtkeysets.jwt.keyrotator.dev >/dev/null
-
-say "starting the operator (log: $DIR/operator.log)"
-stop_operator
-nohup "$BIN" run >"$DIR/operator.log" 2>&1 </dev/null &
-echo $! >"$DIR/operator.pid"
+say "helm install $RELEASE charts/jwt-key-rotator (image $IMAGE) into namespace $NAMESPACE (restricted)"
+kc create namespace "$NAMESPACE" --dry-run=client -o yaml | kc apply -f - >/dev/null
+kc label namespace "$NAMESPACE" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
+if "$HELM" status "$RELEASE" --namespace "$NAMESPACE" >/dev/null 2>&1; then
+  verb=upgrade
+else
+  verb=install
+fi
+"$HELM" "$verb" "$RELEASE" charts/jwt-key-rotator --namespace "$NAMESPACE" \
+  --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}"
+if ! kc -n "$NAMESPACE" rollout status "deployment/$RELEASE" --timeout=180s; then
+  kc -n "$NAMESPACE" describe pods >&2
+  die "the operator's Deployment did not become available"
+fi
 
 say "applying $EXAMPLE"
 kc apply -f "$EXAMPLE"
 if ! kc wait --for condition=Ready --timeout=60s "jwtkeyset/$NAME" >/dev/null; then
-  tail -n 30 "$DIR/operator.log" >&2
+  kc -n "$NAMESPACE" logs "deployment/$RELEASE" --tail 30 >&2
   die "$NAME did not become Ready within 60s"
 fi
 kc get jwtkeyset "$NAME"
@@ -87,11 +88,15 @@ data = json.load(sys.stdin)["data"]
 for key in sorted(data):
     print(f"  {key:28} {len(base64.b64decode(data[key])):6} bytes")'
 
+say "kubectl get pods -A"
+kc get pods -A -o wide
+
 cat <<EOF
 
-The control plane and the operator keep running. The demo set rotates every 2 minutes.
+The cluster keeps running, the operator in it as a pod. The demo set rotates every 2 minutes.
   export KUBECONFIG=$KUBECONFIG
-  $KUBECTL get jwtks -w   # watch it rotate
-  $KUBECTL describe jwtks $NAME   # conditions and Events
-  tests/run-local.sh stop   # stop both
+  $KUBECTL get jwtks -w                         # watch it rotate
+  $KUBECTL describe jwtks $NAME                   # conditions and Events
+  $KUBECTL -n $NAMESPACE logs deploy/$RELEASE   # the operator's log
+  tests/run-local.sh stop                       # stop the cluster
 EOF

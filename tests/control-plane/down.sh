@@ -40,9 +40,12 @@ if [ -n "$sup" ]; then
   fi
 fi
 
-# Leftover components (e.g. supervisor SIGKILLed on a system without pdeathsig).
-for name in kube-controller-manager kube-apiserver etcd; do
-  pid="$(live_pid "$DIR/$name.pid" "$name" || true)"
+# Leftover components (e.g. supervisor SIGKILLed on a system without pdeathsig). A node's
+# cgroups left so are removed by the next up.sh --node.
+for name in node kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  # node.pid is the node's unshare (killing it kills the node: --kill-child)
+  word="$name"; [ "$name" != node ] || word=unshare
+  pid="$(live_pid "$DIR/$name.pid" "$word" || true)"
   [ -n "$pid" ] || continue
   kill -TERM "$pid" 2>/dev/null || true
   wait_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true

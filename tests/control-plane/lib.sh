@@ -87,6 +87,22 @@ cp_built() {
   for b in $(cp_binaries "$1"); do [ -x "$dir/bin/$b" ] || return 1; done
 }
 
+# The node (up.sh --node): Debian's containerd, runc and CNI plugins, run by the kubelet built
+# above. Where Debian installs the CNI plugins:
+CP_CNI_BIN=/usr/lib/cni
+CP_NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack util-linux iproute2)
+# The images a node runs, built by tests/image/build.sh: OCI archives NAME.tar, each with its
+# full reference in NAME.ref. Outside the work tree's sources, beside cargo's output.
+CP_IMAGES="${JWT_ROTATOR_IMAGES:-$CP_REPO/target/images}"
+# Each node's cgroups live under a root of its own, named after the up.sh that made it, so a
+# stale one (up.sh SIGKILLed) can be recognised and removed.
+CP_CGROUP_PREFIX=jwt-rotator-node-
+# The pods' addresses: inside the node's network namespace only (masqueraded when they leave
+# it), so every node may use the same range.
+CP_POD_CIDR=10.244.0.0/24
+# The host-to-node veth pairs: one /30 a node out of this /16, chosen free at start-up.
+CP_LINK_PREFIX=10.253
+
 cp_log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
 cp_die() { printf '[%s] ERROR: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Provisions what the integration tests run, once per machine:
-#   - the Debian packages up.sh needs (only when something is missing);
+#   - the Debian packages up.sh needs, its node's included (containerd, runc, the CNI
+#     plugins, iptables, conntrack), only when something is missing;
 #   - etcd and etcdctl, the Kubernetes components (kube-apiserver, kube-controller-manager, kubectl, and
 #     kube-scheduler, kubelet, kube-proxy for a node) and helm, each built from its release's
 #     Go module through the modules under tests/k8s/ (versions in lib.sh), into a cache
@@ -37,6 +38,16 @@ command -v curl >/dev/null      || missing+=(curl ca-certificates)
 command -v setpriv >/dev/null   || missing+=(util-linux)
 command -v flock >/dev/null     || missing+=(util-linux)
 command -v sha256sum >/dev/null || missing+=(coreutils)
+# The node (up.sh --node): containerd and runc, the CNI plugins, iptables for kube-proxy and
+# the bridge plugin, conntrack for kube-proxy, unshare/nsenter and ip for the namespaces.
+command -v containerd >/dev/null   || missing+=(containerd)
+command -v runc >/dev/null         || missing+=(runc)
+[ -x "$CP_CNI_BIN/bridge" ]        || missing+=(containernetworking-plugins)
+command -v iptables-save >/dev/null || missing+=(iptables)
+command -v conntrack >/dev/null    || missing+=(conntrack)
+command -v unshare >/dev/null      || missing+=(util-linux)
+command -v ip >/dev/null           || missing+=(iproute2)
+command -v pgrep >/dev/null        || missing+=(procps)
 if [ "${#missing[@]}" -gt 0 ]; then
   # shellcheck disable=SC2207
   missing=($(printf '%s\n' "${missing[@]}" | sort -u))

@@ -11,7 +11,7 @@ REPO="$(cd "$HERE/../.." && pwd)"
 KUBECTL="$("$HERE/which.sh" kubectl)"
 kubectl() { "$KUBECTL" "$@"; }
 
-WORK="$(mktemp -d /tmp/jwt-rotator-cp-smoke.XXXXXX)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/jwt-rotator-cp-smoke.XXXXXX")"
 DIR="$WORK/cp"
 PASSED=0; FAILED=0
 ok()   { echo "ok   - $*"; PASSED=$((PASSED + 1)); }

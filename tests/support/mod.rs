@@ -1,6 +1,8 @@
 //! Test support: a real Kubernetes control plane (etcd + kube-apiserver +
 //! kube-controller-manager, configured as a kubeadm cluster is) per test binary, envtest-style,
-//! and the real `kubectl` and `helm` built beside it.
+//! and the real `kubectl` and `helm` built beside it. The binaries in [`NODE_TESTS`] get one
+//! node too (`up.sh --node`: kube-scheduler, containerd, the kubelet, kube-proxy), which runs
+//! the images `tests/image/build.sh` builds (the operator's among them).
 //!
 //! The control plane comes from `tests/control-plane/up.sh` (binaries built once by
 //! `setup.sh`). It is started on first use and torn down when this process exits, however it
@@ -9,6 +11,7 @@
 //! A control plane that cannot start fails every test that needs it: nothing is skipped.
 #![allow(dead_code)]
 
+pub mod node;
 mod operator;
 
 #[allow(unused_imports)]
@@ -29,6 +32,19 @@ use kube::{Client, Config};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const START_DEADLINE: Duration = Duration::from_secs(240);
+
+/// The test binaries whose cluster has a node that runs pods: the others need none, and start
+/// faster without.
+pub const NODE_TESTS: &[&str] = &["install", "workloads"];
+
+/// The kubelet's syncFrequency on the test node: how often it refreshes mounted Secrets and
+/// ConfigMaps (the kubelet's default is 1m). Short, so that rotations propagate in seconds.
+pub const KUBELET_SYNC_FREQUENCY: Duration = Duration::from_secs(2);
+
+/// Whether this test binary's cluster has a node.
+pub fn has_node() -> bool {
+    NODE_TESTS.contains(&env!("CARGO_CRATE_NAME"))
+}
 
 pub struct ControlPlane {
     pub kubeconfig: PathBuf,
@@ -115,10 +131,16 @@ fn start_local(apiserver_args: &str) -> Result<ControlPlane, String> {
         .unwrap_or_default();
     let dir = std::env::temp_dir().join(format!("jwt-rotator-cp-{}-{nanos}", std::process::id()));
     let script = Path::new(REPO).join("tests/control-plane/up.sh");
-    let mut child = Command::new("bash")
-        .arg(&script)
-        .arg(&dir)
-        .arg("--lifeline-stdin")
+    let mut command = Command::new("bash");
+    command.arg(&script).arg(&dir).arg("--lifeline-stdin");
+    if has_node() {
+        build_images()?;
+        command.arg("--node").env(
+            "JWT_ROTATOR_KUBELET_SYNC_FREQUENCY",
+            format!("{}s", KUBELET_SYNC_FREQUENCY.as_secs()),
+        );
+    }
+    let mut child = command
         .env("JWT_ROTATOR_CP_REMOVE_DIR", "1")
         .env("JWT_ROTATOR_CP_APISERVER_ARGS", apiserver_args)
         .stdin(Stdio::piped())
@@ -165,6 +187,46 @@ fn start_local(apiserver_args: &str) -> Result<ControlPlane, String> {
         kubeconfig: dir.join("kubeconfig"),
         _lifeline: Some(Mutex::new((child, stdin))),
     })
+}
+
+/// Builds the node's images (`tests/image/build.sh`: incremental, a few seconds when nothing
+/// changed), so that the node runs the operator as it is now. The script gets the caller's
+/// environment less what `cargo test` adds (CARGO_*, LD_LIBRARY_PATH, ...): with those, its
+/// cargo would see a changed environment and rebuild from scratch, and again in the shell.
+fn build_images() -> Result<(), String> {
+    let script = Path::new(REPO).join("tests/image/build.sh");
+    let mut command = Command::new("bash");
+    command.arg(&script).env_clear();
+    const KEEP: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "TMPDIR",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "JWT_ROTATOR_IMAGES",
+        "JWT_ROTATOR_CACHE",
+    ];
+    for (name, value) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| KEEP.contains(&n)) {
+            command.env(name, value);
+        }
+    }
+    let started = std::time::Instant::now();
+    let out = command
+        .output()
+        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+    if out.status.success() {
+        eprintln!("tests/image/build.sh: {:.1?}", started.elapsed());
+        Ok(())
+    } else {
+        Err(format!(
+            "{} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 async fn config_from(kubeconfig: &Path) -> Result<Config, String> {
