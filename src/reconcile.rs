@@ -102,6 +102,11 @@ pub enum Error {
     NotLeader(#[from] NotLeader),
     #[error("reconciling panicked (a bug); will retry")]
     Panicked,
+    /// The keys were written; reporting them (the status) failed. Retried with back-off, but
+    /// never later than the next key transition is due: a refused status write must not hold
+    /// up the schedule of the keys.
+    #[error("{source}")]
+    Unreported { source: Box<Error>, due: Duration },
 }
 
 pub async fn reconcile(set: Arc<JwtKeySet>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -168,7 +173,11 @@ pub fn error_policy(set: Arc<JwtKeySet>, error: &Error, ctx: Arc<Context>) -> Ac
         Error::NotLeader(_) => return Action::requeue(Duration::from_secs(2)),
         _ => Duration::from_secs(1),
     };
-    Action::requeue(backoff(base, failures))
+    let wait = backoff(base, failures);
+    match error {
+        Error::Unreported { due, .. } => Action::requeue(wait.min(*due)),
+        _ => Action::requeue(wait),
+    }
 }
 
 fn backoff(base: Duration, failures: u32) -> Duration {
@@ -339,8 +348,14 @@ async fn sync(
     let (evidence, mut cluster) = observe(set, valid, ctx, ns, objects);
     match lifecycle::converge(&mut cluster, &valid.policy, &evidence).await {
         Ok(converged) => {
-            report::converged(set, valid, ctx, &converged).await?;
-            Ok(Action::requeue(requeue_after(&converged, (ctx.clock)())))
+            let due = requeue_after(&converged, (ctx.clock)());
+            match report::converged(set, valid, ctx, &converged).await {
+                Ok(()) => Ok(Action::requeue(due)),
+                Err(e) => Err(Error::Unreported {
+                    source: Box::new(e),
+                    due,
+                }),
+            }
         }
         Err(Stopped::Blocked(blocked)) => {
             report::blocked(set, ctx, Blocked::Evidence(blocked)).await

@@ -212,6 +212,34 @@ fn a_jwk_whose_kid_is_not_its_thumbprint_is_no_evidence() {
 }
 
 #[test]
+fn the_status_s_active_key_retires_no_earlier_than_now_whatever_a_restored_record_says() {
+    let mut minter = Minter::default();
+    let (m, [_, active, _]) = rotated(&mut minter);
+    // A restored manifest says the key the status saw signing retired long ago and has expired.
+    let mut restored = m.clone();
+    let record = restored.keys.iter_mut().find(|k| k.kid == active).unwrap();
+    record.state = KeyState::Retired;
+    record.retired_at = Some(t(100));
+    record.expires_at = Some(t(150));
+    let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Read(restored));
+    // Not in the signing slot any more (the restored copy's signing key is another).
+    if let Some(s) = e.secret.as_mut() {
+        s.named_signing = None;
+        for f in s.found.iter_mut() {
+            f.slots.remove(&jwt_key_rotator::lifecycle::Slot::Signing);
+        }
+    }
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    let k = w.manifest.get(&active).expect("kept");
+    assert_eq!(k.state, KeyState::Retired);
+    assert!(
+        w.retire_on_write.contains(&active),
+        "it signed until the last pass"
+    );
+    assert_eq!(k.expires_at, None, "no expiry fixed before stands");
+}
+
+#[test]
 fn an_older_secret_restored_moves_no_key_backwards() {
     let mut minter = Minter::default();
     let (before, _) = rotated(&mut minter);
