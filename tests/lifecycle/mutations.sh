@@ -36,8 +36,9 @@ mkdir -p "$logs"
 MUTATIONS=$(
 	cat <<'EOF'
 ev-1-thumbprint | src/lifecycle/evidence.rs | fn jwk_is_sound(jwk: &PublicJwk) -> bool {\n | fn jwk_is_sound(jwk: &PublicJwk) -> bool {\n    return true;\n
-ev-2-unrecorded-never-published | src/lifecycle/evidence.rs | if self.published.contains_key(*kid) { | if true {
-ev-2-recover-material-and-jwk | src/lifecycle/evidence.rs | if self.published.contains_key(*kid) { | if false {
+ev-2-unrecorded-never-published | src/lifecycle/evidence.rs | if records_lost && self.published.contains_key(*kid) { | if true {
+ev-2-recover-material-and-jwk | src/lifecycle/evidence.rs | if records_lost && self.published.contains_key(*kid) { | if false {
+ev-2-recover-only-when-records-lost | src/lifecycle/evidence.rs | let records_lost = self.evidence.memory.is_empty() || self.manifest.is_none(); | let records_lost = true;
 ev-3-merge-furthest | src/lifecycle/evidence.rs | Some(earlier) => merge(earlier, record), | Some(_earlier) => record,
 ev-3b-forgotten-stay-retired | src/lifecycle/evidence.rs | fn forgotten_stay_retired(&mut self) {\n | fn forgotten_stay_retired(&mut self) {\n        return;\n
 ev-3c-request-honoured-once | src/lifecycle/evidence.rs | let remembered = self.evidence.remembered_rotation_request.clone(); | let remembered: Option<String> = None;
@@ -46,6 +47,7 @@ ev-4-times-fit-state | src/lifecycle/evidence.rs | fn fit_times_to_state(r: &mut
 ev-5-unseen-unpublished | src/lifecycle/evidence.rs | if !seen {\n                    record.published_at = None;\n                } else if forgotten { | if forgotten {
 ev-5b-forgotten-pending-waits | src/lifecycle/evidence.rs | } else if forgotten { | } else if false && forgotten {
 ev-6-signers-retire-on-write | src/lifecycle/evidence.rs | .is_some_and(|r| r.state == KeyState::Retired) | .is_some_and(|r| false && r.state == KeyState::Retired)
+ev-6-status-active-retires-on-write | src/lifecycle/evidence.rs | .chain(remembered_active) | .chain(remembered_active.filter(|_| false))
 ev-7-one-active | src/lifecycle/evidence.rs | fn one_active(&mut self, policy: &Policy) {\n | fn one_active(&mut self, policy: &Policy) {\n        return;\n
 ev-7b-signing-key-signs-on | src/lifecycle/evidence.rs | fn signing_key_signs_on(&mut self, policy: &Policy) {\n | fn signing_key_signs_on(&mut self, policy: &Policy) {\n        return;\n
 ev-8-drop-unpublishable | src/lifecycle/evidence.rs | fn drop_unpublishable(&mut self) {\n | fn drop_unpublishable(&mut self) {\n        return;\n
