@@ -72,7 +72,17 @@ fi
 
 say "applying $EXAMPLE"
 kc apply -f "$EXAMPLE"
-if ! kc wait --for condition=Ready --timeout=60s "jwtkeyset/$NAME" >/dev/null; then
+# Not `kubectl wait --for condition=Ready`: it fails at once ("accessor error") if it reads the
+# object while its conditions are still null. Wait for the condition itself, with a deadline.
+ready() {
+  local deadline=$((SECONDS + 60))
+  until kc get jwtkeyset "$NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' \
+      2>/dev/null | grep -qx True; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
+}
+if ! ready; then
   kc -n "$NAMESPACE" logs "deployment/$RELEASE" --tail 30 >&2
   die "$NAME did not become Ready within 60s"
 fi

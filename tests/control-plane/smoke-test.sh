@@ -45,7 +45,17 @@ check "the server is Kubernetes v$(. "$HERE/lib.sh"; echo "$K8S_VERSION")" \
 # --- the CRD, applied as users apply it ---
 echo "--- kubectl apply -f crds/"
 check "kubectl apply -f crds/" kubectl apply -f "$REPO/crds/"
-check "CRD established" kubectl wait --for condition=established crd/jwtkeysets.jwt.keyrotator.dev --timeout=60s
+# `kubectl wait --for condition=...` fails at once ("accessor error") when it reads the CRD
+# before the server has written any condition: wait for the condition itself, with a deadline.
+established() {
+  local deadline=$((SECONDS + 60))
+  until kubectl get crd jwtkeysets.jwt.keyrotator.dev \
+      -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null | grep -qx True; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+check "CRD established" established
 check "the examples pass the server's schema (server dry run)" \
   kubectl apply -f "$REPO/deploy/examples/" --dry-run=server
 refused="$(printf 'apiVersion: jwt.keyrotator.dev/v1alpha1\nkind: JwtKeySet\nmetadata: {name: bad}\nspec: {rotationInterval: 1h, publishLead: 2h}\n' \
