@@ -451,14 +451,38 @@ impl<'e> Weighing<'e> {
     /// Rule 6: a retired key signers may be using retires no earlier than the write that takes
     /// it out of the signing slot: no expiry fixed before stands.
     fn signers_retire_on_write(&mut self) {
-        // The status's active key signed until the last pass at least, whatever an older
-        // record (a restored manifest) says of its retirement.
-        let remembered_active = self
-            .evidence
-            .memory
+        // The status's active key signed until the status was last written at least, whatever
+        // an older record (a restored manifest) says of its retirement. Only a retirement
+        // older than that write is in doubt: the operator's own later retirement, which a
+        // refused status write has not caught up with, stands (else every pass would restamp
+        // it and rewrite the Secret).
+        let horizon = self.now + FUTURE_TOLERANCE;
+        let memory = &self.evidence.memory;
+        let status_written_after = memory
+            .iter()
+            .flat_map(|m| {
+                [
+                    Some(m.created_at),
+                    m.published_at,
+                    m.activated_at,
+                    m.retired_at,
+                ]
+            })
+            .flatten()
+            .filter(|t| *t <= horizon)
+            .max();
+        let records = &self.records;
+        let remembered_active = memory
             .iter()
             .filter(|m| m.state == KeyState::Active)
-            .map(|m| m.kid.as_str());
+            .map(|m| m.kid.as_str())
+            .filter(|kid| {
+                records.get(*kid).is_some_and(|r| {
+                    r.retired_at
+                        .zip(status_written_after)
+                        .is_none_or(|(retired, seen)| retired < seen)
+                })
+            });
         let in_use: BTreeSet<&str> = self
             .signing
             .iter()
