@@ -50,6 +50,8 @@ pub enum Command {
     /// Revoke a key: it leaves the Secret and the JWKS at once (asks first unless --yes).
     Revoke {
         name: String,
+        /// A kid is base64url and may start with `-`: it is never taken for an option.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
@@ -224,4 +226,27 @@ fn print_json(value: &serde_json::Value) {
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: super::Command,
+    }
+
+    #[test]
+    fn a_kid_that_starts_with_a_hyphen_is_a_kid() {
+        let cli = Cli::try_parse_from(["kubectl-jwtks", "revoke", "web", "-rXb3", "--yes"]);
+        match cli.map(|c| c.command) {
+            Ok(super::Command::Revoke { kid, yes, .. }) => {
+                assert_eq!((kid.as_str(), yes), ("-rXb3", true))
+            }
+            Ok(_) => panic!("not revoke"),
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
