@@ -458,6 +458,11 @@ impl Checker {
         let seen = s.jwks_at.1;
         let kids = self.runs.keys().cloned().collect::<BTreeSet<_>>();
         for k in &m.keys {
+            // A revoked key may leave between the Secret's read and the JWKS's: the operator
+            // writes both in that window, and a revocation owes verifiers nothing.
+            if self.revoked.contains(&k.kid) {
+                continue;
+            }
             let may_be_gone = self.keep_until(&k.kid).is_some_and(|until| until <= seen);
             let seen_by_verifiers = k.published_at.is_some() || k.state != KeyState::Pending;
             if seen_by_verifiers && !may_be_gone && !kids.contains(&k.kid) {
