@@ -130,12 +130,31 @@ async fn write_round<C: Cluster>(
             && k.public_jwk.is_some()
             && !observed.published.contains(&k.kid)
     });
-    if signed_unpublished {
-        cluster.publish(&jwks).await?;
-        cluster.store(manifest).await
-    } else {
+    if !signed_unpublished {
         cluster.store(manifest).await?;
-        cluster.publish(&jwks).await
+        return cluster.publish(&jwks).await;
+    }
+    let first = published_before_storing(manifest, observed);
+    cluster.publish(&first).await?;
+    cluster.store(manifest).await?;
+    if first.keys.len() < jwks.keys.len() {
+        cluster.publish(&jwks).await?;
+    }
+    Ok(())
+}
+
+/// The JWKS written ahead of the Secret: without the pending keys that are not published now.
+/// One minted this round is not stored yet (no crash may leave a published key nobody holds);
+/// one an edit took out of the JWKS must be recorded as unpublished before verifiers see it
+/// again, or a failed Secret write would leave its old publication time standing and it would
+/// sign before verifiers that missed it refetch. Both are out of the JWKS already, and in it
+/// again two writes later.
+fn published_before_storing(manifest: &Manifest, observed: &Observed) -> Jwks {
+    let waits =
+        |k: &super::KeyRecord| k.state == KeyState::Pending && !observed.published.contains(&k.kid);
+    let keys = manifest.keys.iter().filter(|k| !waits(k));
+    Jwks {
+        keys: keys.filter_map(|k| k.public_jwk.clone()).collect(),
     }
 }
 

@@ -10,13 +10,13 @@
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
-//! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again | an emptied or restored manifest must not rotate a second time |
+//! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again, and a forced rotation older than the active key's activation was served by it | an emptied or restored manifest must not rotate a second time |
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
 //! | 5b | A pending key the status does not list, while it lists a key created after its publication, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot, or active in the status) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
-//! | 7b | With no active record, a retired record of the key in the signing slot (published, not revoked, not forgotten by the status) is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
+//! | 7b | With no active record, a retired or pending record of the key in the signing slot (not revoked; named active by the status, or the status lost) is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
 //! | 8 | A retired key with no public JWK left anywhere cannot be published and is dropped; keys with material are never dropped here | only expiry, revocation or loss of every encoding removes a key |
 //! | 9 | A manifest of a newer version blocks: nothing is written | never destroy what a newer operator wrote |
 //!
@@ -144,7 +144,7 @@ pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Wei
     let mut w = Weighing::new(evidence, now)?;
     w.merge_records();
     w.forgotten_stay_retired();
-    w.recover_unrecorded();
+    w.recover_unrecorded(policy);
     w.attach_public_parts();
     w.drop_unpublishable();
     w.signing_key_signs_on(policy);
@@ -256,7 +256,7 @@ impl<'e> Weighing<'e> {
     /// may have been lost (the status is empty, or the manifest unusable); anything else no
     /// record names is not the set's. With both records intact, a key in neither was planted,
     /// even as a matching pair in both objects.
-    fn recover_unrecorded(&mut self) {
+    fn recover_unrecorded(&mut self, policy: &Policy) {
         let records_lost = self.evidence.memory.is_empty() || self.manifest.is_none();
         for (kid, key) in &self.found {
             if self.records.contains_key(*kid) {
@@ -268,7 +268,7 @@ impl<'e> Weighing<'e> {
                     kid: kid.to_string(),
                 });
                 self.records
-                    .insert(kid.to_string(), recovered(key, self.now));
+                    .insert(kid.to_string(), recovered(key, self.now, policy));
                 self.retire_on_write.insert(kid.to_string());
             } else {
                 self.findings.push(Finding::Unrecorded {
@@ -354,38 +354,44 @@ impl<'e> Weighing<'e> {
         });
     }
 
-    /// Rule 7b: with no active record left, a retired record of the key signers use now (its
-    /// material in the signing slot, published, not revoked) is wrong: the operator never
-    /// retires a key without naming its successor in the same write. An edited `state`, or both
-    /// records lost, would otherwise make a key nobody has seen sign at once. The status must
-    /// name it active, or be lost: a key it forgot (rule 3b) stays retired.
+    /// Rule 7b: with no active record left, a retired or pending record of the key signers use
+    /// now (its material in the signing slot, not revoked) is wrong: the operator never retires
+    /// a key without naming its successor in the same write, and never puts a pending key in
+    /// the signing slot. An edited `state`, or both records lost, would otherwise make a key
+    /// nobody has seen sign at once in its place. The status must name it active, or be lost:
+    /// a key it forgot (rule 3b) stays retired.
     fn signing_key_signs_on(&mut self, policy: &Policy) {
         if self.records.values().any(|r| r.state == KeyState::Active) {
             return;
         }
         let memory = &self.evidence.memory;
-        let remembered_active = |kid: &str| {
-            memory.is_empty()
-                || memory
-                    .iter()
-                    .any(|m| m.kid == kid && m.state == KeyState::Active)
+        let status_active = |kid: &str| {
+            memory
+                .iter()
+                .any(|m| m.kid == kid && m.state == KeyState::Active)
         };
+        // Signers use it now: it signs on unless the status says the operator took it out of
+        // signing. Out of the JWKS (an edit, a restore), the next write publishes it first.
+        let vouched = |kid: &str| memory.is_empty() || status_active(kid);
         let candidate = self
             .records
             .values()
             .filter(|r| {
-                r.state == KeyState::Retired
+                r.state != KeyState::Active
                     && self.signing.contains(r.kid.as_str())
-                    && self.seen(&r.kid)
                     && !policy.revoked_kids.contains(&r.kid)
-                    && remembered_active(&r.kid)
+                    && vouched(&r.kid)
             })
             .max_by_key(|r| (r.activated_at, r.kid.clone()))
             .map(|r| r.kid.clone());
         let Some(kid) = candidate else {
             return;
         };
+        let mut was = "retired";
         if let Some(r) = self.records.get_mut(&kid) {
+            if r.state == KeyState::Pending {
+                was = "pending";
+            }
             r.state = KeyState::Active;
             r.activated_at = r.activated_at.or(Some(self.now));
             r.retired_at = None;
@@ -394,7 +400,7 @@ impl<'e> Weighing<'e> {
         self.retire_on_write.remove(&kid);
         self.findings.push(Finding::RecordCorrected {
             kid,
-            what: "retired with no successor; the key signers use signs on".into(),
+            what: format!("{was} with no active key; the key signers use signs on"),
         });
     }
 
@@ -530,6 +536,13 @@ impl<'e> Weighing<'e> {
                 )
             })
             .unwrap_or_default();
+        // Rule 3c: a forced rotation is served by the first activation after it; a restored
+        // manifest's must not rotate the key that served it.
+        let active_since = keys
+            .iter()
+            .find(|k| k.state == KeyState::Active)
+            .and_then(|k| k.activated_at);
+        let forced_rotation_at = forced_rotation_at.filter(|t| active_since.is_none_or(|a| a < *t));
         // Rule 3c: a request either record says was honoured is not honoured again (an emptied
         // or restored manifest would rotate a second time).
         let remembered = self.evidence.remembered_rotation_request.clone();
@@ -678,11 +691,17 @@ fn merge(a: KeyRecord, b: KeyRecord) -> KeyRecord {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, y) => x.or(y),
     };
+    // A pending key the Secret calls unpublished waits longest: rule 5 wrote that when the key
+    // left the document (a pass that failed before reporting leaves the old time in the
+    // status), or the Secret is a copy from before the publication. The status lacking a time
+    // only lags the Secret.
+    let state = a.state.max(b.state);
+    let unpublished = state == KeyState::Pending && b.published_at.is_none();
     // Both were checked, so the merged times fit the furthest state.
     KeyRecord {
-        state: a.state.max(b.state),
+        state,
         created_at: a.created_at.min(b.created_at),
-        published_at: later(a.published_at, b.published_at),
+        published_at: later(a.published_at, b.published_at).filter(|_| !unpublished),
         activated_at: earlier(a.activated_at, b.activated_at),
         retired_at: later(a.retired_at, b.retired_at),
         expires_at: later(a.expires_at, b.expires_at),
@@ -694,8 +713,13 @@ fn merge(a: KeyRecord, b: KeyRecord) -> KeyRecord {
 }
 
 /// A key found in the Secret and in the JWKS but named by no record: it may have signed, so it
-/// is kept as retired, published for a full retention.
-fn recovered(key: &FoundKey, now: Timestamp) -> KeyRecord {
+/// is kept as retired, published for a full retention. How long its tokens live was in the lost
+/// record (a tokenTTL shortened since it signed): it is taken as the longest a valid spec with
+/// this rotation interval allows.
+fn recovered(key: &FoundKey, now: Timestamp, policy: &Policy) -> KeyRecord {
+    let intervals = policy.rotation_interval.as_secs();
+    let longest = intervals.saturating_mul(super::policy::MAX_RETENTION_INTERVALS);
+    let longest = jiff::SignedDuration::from_secs(longest);
     KeyRecord {
         kid: key.kid.clone(),
         alg: key.alg,
@@ -707,7 +731,7 @@ fn recovered(key: &FoundKey, now: Timestamp) -> KeyRecord {
         retired_at: Some(now),
         expires_at: None,
         public_jwk: key.public_jwk.clone(),
-        longest_retention: None,
+        longest_retention: Some(longest.max(policy.retention())),
     }
 }
 
