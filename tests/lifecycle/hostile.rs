@@ -20,7 +20,9 @@ use jiff::{SignedDuration, Timestamp};
 use jwt_key_rotator::api::KeyStatus;
 use jwt_key_rotator::keys::{self, Algorithm, KeyError, KeyMaterial, RsaKeySize};
 use jwt_key_rotator::layout::{self, LayoutError};
-use jwt_key_rotator::lifecycle::{self, KeyState, Manifest, ManifestRead, Policy, Stopped};
+use jwt_key_rotator::lifecycle::{
+    self, KeyState, MANIFEST_VERSION, Manifest, ManifestRead, Policy, Stopped,
+};
 use jwt_key_rotator::objects::{self, ObjectApi, SetObjects, TooLarge, Unwritten};
 use k8s_openapi::ByteString;
 use proptest::prelude::*;
@@ -127,6 +129,19 @@ enum Fault {
     ForgeJwk(usize, usize),
     PlantPendingMaterial(usize),
     LoseStatus,
+    /// A newer operator wrote the manifest (a later version), then was rolled back; the
+    /// test rolls the manifest back after the operator's next pass.
+    NewerManifest,
+    /// A record's state edited by hand (0 pending, 1 active, 2 retired), on a custom resource
+    /// recreated (its status lost) or not.
+    EditState {
+        record: usize,
+        state: usize,
+        lose_status: bool,
+    },
+    /// A key's public part removed everywhere by hand: from its record, from the JWKS, and
+    /// the status lost.
+    ForgetPublicPart(usize),
     /// Two changes at once.
     Both(Box<Fault>, Box<Fault>),
     /// The custom resource is recreated (its status lost) and a manifest record's time is
@@ -187,6 +202,10 @@ fn one_fault() -> impl Strategy<Value = Fault> {
         1 => (n.clone(), n.clone()).prop_map(|(m, f)| Fault::ForgeJwk(m, f)),
         1 => n.clone().prop_map(Fault::PlantPendingMaterial),
         1 => Just(Fault::LoseStatus),
+        1 => Just(Fault::NewerManifest),
+        1 => (n.clone(), 0usize..3, any::<bool>())
+            .prop_map(|(record, state, lose_status)| Fault::EditState { record, state, lose_status }),
+        1 => n.clone().prop_map(Fault::ForgetPublicPart),
         1 => (n.clone(), 0usize..4, prop_oneof![0i64..120, 0i64..40_000_000])
             .prop_map(|(record, field, ahead)| Fault::EditTimeAhead { record, field, ahead }),
     ]
@@ -277,6 +296,16 @@ struct World {
     /// Faults waiting for the next pass's n-th write.
     during: Vec<(usize, Fault)>,
     writes_this_pass: usize,
+    /// This pass read a manifest of a newer version: it must write nothing.
+    read_newer: bool,
+    /// A pass read objects that named the spec's rotation request (as honoured), and a later
+    /// one read objects that no longer did: the operator may rightly honour it again.
+    request_named: bool,
+    request_forgotten: bool,
+    /// Passes that read objects where the key that signed is gone (a key must sign at once).
+    emergency_reads: usize,
+    /// Faults that hit this pass's read (after it read, before a write).
+    during_hit: usize,
     checker: Checker,
 }
 
@@ -337,6 +366,7 @@ impl ObjectApi for SimApi<'_> {
         if self.secret_version != self.world.secret_version {
             return Err(SimError::Conflict);
         }
+        self.world.checker.verifiable_before_write = Seen::of(&self.world.objects).verifiable;
         self.world.objects.secret = Some(data.clone());
         self.world.secret_version += 1;
         if let Some((_, kid, written)) = self.world.last_minted.as_mut() {
@@ -365,6 +395,7 @@ impl ObjectApi for SimApi<'_> {
         if self.map_version != self.world.map_version {
             return Err(SimError::Conflict);
         }
+        self.world.checker.verifiable_before_write = Seen::of(&self.world.objects).verifiable;
         self.world.objects.config_map = Some(data.clone());
         self.world.map_version += 1;
         self.map_version = self.world.map_version;
@@ -394,11 +425,23 @@ impl World {
             last_minted: None,
             during: Vec::new(),
             writes_this_pass: 0,
+            read_newer: false,
+            request_named: false,
+            request_forgotten: false,
+            emergency_reads: 0,
+            during_hit: 0,
             checker: Checker::default(),
         }
     }
 
     fn before_write(&mut self) -> Result<(), SimError> {
+        if self.read_newer {
+            let failure = format!(
+                "wrote at {} over a manifest of a newer version it cannot read",
+                self.now
+            );
+            self.checker.failure.get_or_insert(failure);
+        }
         let n = self.writes_this_pass;
         self.writes_this_pass += 1;
         let due: Vec<Fault> = self
@@ -408,6 +451,7 @@ impl World {
             .map(|(_, f)| f.clone())
             .collect();
         self.during.retain(|(at, _)| *at != n);
+        self.during_hit += due.len();
         for f in due {
             match f {
                 Fault::Crash => return Err(SimError::Crash),
@@ -652,6 +696,43 @@ fn fault_changes(world: &mut World, fault: &Fault) -> (bool, bool) {
             objects.status_rotation_request = None;
             (true, false)
         }
+        Fault::NewerManifest => (set_manifest_version(objects, MANIFEST_VERSION + 1), false),
+        Fault::EditState {
+            record,
+            state,
+            lose_status,
+        } => {
+            let state = [KeyState::Pending, KeyState::Active, KeyState::Retired][state % 3];
+            let edited = edit_record(objects, *record, |k| k.state = state).is_some();
+            if edited && *lose_status {
+                objects.status.clear();
+                objects.status_rotation_request = None;
+            }
+            (edited, false)
+        }
+        Fault::ForgetPublicPart(n) => {
+            let Some(kid) = edit_record(objects, *n, |k| k.public_jwk = None) else {
+                return (false, false);
+            };
+            objects.status.clear();
+            objects.status_rotation_request = None;
+            let map = objects
+                .config_map
+                .as_mut()
+                .and_then(|m| m.get_mut(JWKS_KEY));
+            let Some(doc) = map else {
+                return (true, false);
+            };
+            let mut jwks = layout::read_jwks(doc);
+            jwks.retain(|k| k.kid != kid);
+            *doc = jwt_key_rotator::keys::Jwks { keys: jwks }.to_json();
+            // Without material to derive it from, the key's tokens can no longer be verified:
+            // the edit's doing, not the operator's.
+            if !Seen::of(objects).material.contains(&kid) {
+                world.checker.exempt.insert(kid);
+            }
+            (true, true)
+        }
         Fault::LoseStatus => {
             objects.status.clear();
             objects.status_rotation_request = None;
@@ -785,6 +866,10 @@ struct Checker {
     symmetric: BTreeSet<String>,
     /// Someone changed the ConfigMap since the operator last read or wrote it.
     stale_map: bool,
+    /// Kids of every manifest the operator wrote: a key is recorded before it is published.
+    stored: BTreeSet<String>,
+    /// What verifiers could find just before the operator's current write.
+    verifiable_before_write: BTreeSet<String>,
     failure: Option<String>,
 }
 
@@ -875,6 +960,32 @@ impl Checker {
             Wrote::Jwks => !symmetric.contains(kid),
             Wrote::Secret => symmetric.contains(kid),
         };
+        if what == Wrote::Secret {
+            let keys = manifest_of(objects).map(|m| m.keys).unwrap_or_default();
+            let active: Vec<_> = keys
+                .iter()
+                .filter(|k| k.state == KeyState::Active)
+                .collect();
+            prop_assert!(
+                active.len() <= 1,
+                "two keys active at {}: {:?}",
+                now,
+                active
+            );
+            // Every key kept for verifiers has a public part to publish (or is symmetric).
+            let unpublishable: Vec<_> = keys
+                .iter()
+                .filter(|k| !k.alg.is_symmetric() && k.public_jwk.is_none())
+                .map(|k| &k.kid)
+                .collect();
+            prop_assert!(
+                unpublishable.is_empty(),
+                "kept keys with no public part at {}: {:?}",
+                now,
+                unpublishable
+            );
+            self.stored.extend(keys.into_iter().map(|k| k.kid));
+        }
         if what == Wrote::Jwks {
             self.stale_map = false;
             let planted: Vec<_> = seen.verifiable.difference(minted).collect();
@@ -882,6 +993,29 @@ impl Checker {
                 planted.is_empty(),
                 "published keys it never created: {:?}",
                 planted
+            );
+            // The private part is stored (and recorded) before the public part is published: a
+            // crash between the two writes must not leave a published key nobody holds. A key
+            // that must sign at once is the exception: verifiers must have it first.
+            let stored = &self.stored;
+            let at_once = self.emergency;
+            let unstored: Vec<_> = seen
+                .in_jwks
+                .iter()
+                .filter(|k| !stored.contains(*k) && !recorded(objects, k))
+                .collect();
+            prop_assert!(
+                unstored.len() <= usize::from(at_once),
+                "published {:?} at {} before storing them",
+                unstored,
+                now
+            );
+            let unstored: Vec<_> = unstored.into_iter().filter(|_| !at_once).collect();
+            prop_assert!(
+                unstored.is_empty(),
+                "published {:?} at {} before storing it",
+                unstored,
+                now
             );
         }
         let vouched = |kid: &&String| !policy.revoked_kids.contains(*kid) && !exempt.contains(*kid);
@@ -905,9 +1039,11 @@ impl Checker {
             // makes the next key sign at once.
             self.active = Some(kid.clone());
         }
-        // Every key that signed stays verifiable for its retention, unless revoked.
+        // Every key that signed stays verifiable for its retention, unless revoked: no write
+        // takes it out (one an edit took out comes back by the end of the pass, `pass_ended`).
+        let was = std::mem::take(&mut self.verifiable_before_write);
         for (kid, until) in &self.verifiable_until {
-            let needed = *until > now && vouched(&kid) && answers_for(kid);
+            let needed = *until > now && vouched(&kid) && answers_for(kid) && was.contains(kid);
             prop_assert!(
                 !needed || seen.verifiable.contains(kid),
                 "{} signed until {} - retention but left the published keys at {}",
@@ -940,6 +1076,28 @@ impl Checker {
         Ok(())
     }
 
+    /// At the end of a pass that converged, every key that signed is verifiable for its
+    /// retention, unless revoked or beyond what the operator can know.
+    fn pass_ended(
+        &self,
+        seen: &Seen,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<(), TestCaseError> {
+        for (kid, until) in &self.verifiable_until {
+            let needed =
+                *until > now && !policy.revoked_kids.contains(kid) && !self.exempt.contains(kid);
+            prop_assert!(
+                !needed || seen.verifiable.contains(kid),
+                "{} signed until {} - retention but is not published after the pass at {}",
+                kid,
+                until,
+                now
+            );
+        }
+        Ok(())
+    }
+
     /// A key that signs for the first time was published `publishLead` before, unless a key
     /// had to sign at once.
     fn signing_starts(
@@ -963,6 +1121,79 @@ impl Checker {
             policy.publish_lead
         );
         Ok(())
+    }
+}
+
+/// Edits the manifest's record `n` (modulo their number); the edited record's kid.
+fn edit_record(
+    objects: &mut Objects,
+    n: usize,
+    edit: impl FnOnce(&mut lifecycle::KeyRecord),
+) -> Option<String> {
+    let data = objects.secret.as_mut()?;
+    let bytes = data.get(layout::MANIFEST)?;
+    let mut m = serde_json::from_slice::<Manifest>(&bytes.0).ok()?;
+    let len = m.keys.len();
+    let k = m.keys.get_mut(n.checked_rem(len)?)?;
+    edit(k);
+    let kid = k.kid.clone();
+    data.insert(
+        layout::MANIFEST.into(),
+        ByteString(m.to_json().into_bytes()),
+    );
+    Some(kid)
+}
+
+/// Rewrites the manifest's `version`; whether there was a manifest to rewrite.
+fn set_manifest_version(objects: &mut Objects, version: u32) -> bool {
+    let Some(data) = objects.secret.as_mut() else {
+        return false;
+    };
+    let Some(mut doc) = data
+        .get(layout::MANIFEST)
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.0).ok())
+        .filter(|d| d.get("version").is_some())
+    else {
+        return false;
+    };
+    doc["version"] = version.into();
+    data.insert(
+        layout::MANIFEST.into(),
+        ByteString(doc.to_string().into_bytes()),
+    );
+    true
+}
+
+impl World {
+    /// The newer operator is rolled back (as the README says to): its manifest comes back at
+    /// the version this operator reads.
+    fn roll_back_newer_manifest(&mut self) {
+        let newer = self.objects.secret.as_ref().map(layout::read_manifest);
+        if matches!(newer, Some(ManifestRead::Newer(_)))
+            && set_manifest_version(&mut self.objects, MANIFEST_VERSION)
+        {
+            trace(|| format!("manifest rolled back at {}", self.now));
+            self.secret_version += 1;
+            let seen = Seen::of(&self.objects);
+            self.checker
+                .someone_changed(&seen, &self.objects, &self.policy, self.now, false);
+        }
+    }
+}
+
+impl World {
+    fn note_request_memory(&mut self, objects: &Objects) {
+        let Some(request) = self.policy.rotation_request.as_ref() else {
+            return;
+        };
+        let in_manifest = manifest_of(objects).and_then(|m| m.rotation_request);
+        let named = [
+            in_manifest.as_ref(),
+            objects.status_rotation_request.as_ref(),
+        ]
+        .contains(&Some(request));
+        self.request_forgotten |= self.request_named && !named;
+        self.request_named |= named;
     }
 }
 
@@ -992,9 +1223,16 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
     world.writes_this_pass = 0;
     for _ in 0..5 {
         let objects = world.objects.clone();
+        world.during_hit = 0;
+        world.read_newer = objects
+            .secret
+            .as_ref()
+            .is_some_and(|s| matches!(layout::read_manifest(s), ManifestRead::Newer(_)));
         world
             .checker
             .operator_reads(&Seen::of(&objects), &world.policy);
+        world.emergency_reads += usize::from(world.checker.emergency);
+        world.note_request_memory(&objects);
         let memory = objects
             .status
             .iter()
@@ -1043,6 +1281,15 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
         });
         match result {
             Ok(converged) => {
+                // Unless the cluster changed under the pass after it read (its watch would run
+                // it again).
+                if world.during_hit == 0 {
+                    let seen = Seen::of(&world.objects);
+                    let checked = world.checker.pass_ended(&seen, &world.policy, world.now);
+                    if let Err(e) = checked {
+                        world.checker.failure.get_or_insert(e.to_string());
+                    }
+                }
                 world.objects.status = converged
                     .plan
                     .manifest
@@ -1136,6 +1383,36 @@ fn change_spec(world: &mut World, event: &Event) {
     }
 }
 
+/// One event, and the operator's passes it causes.
+fn happen(
+    world: &mut World,
+    unwritten: &mut Unwritten,
+    last: &mut Option<lifecycle::Converged>,
+    event: &Event,
+) {
+    match event {
+        Event::Advance(s) => {
+            let to = world.now + secs(*s);
+            advance(world, unwritten, last, to);
+            return;
+        }
+        Event::Down(s) => {
+            restart(world, unwritten);
+            world.now += secs(*s);
+        }
+        Event::JumpBack(s) => world.skew += secs(*s),
+        Event::Between(f) => {
+            if matches!(f, Fault::Crash) {
+                restart(world, unwritten);
+            }
+            world.apply(f);
+        }
+        Event::During(n, f) => world.during.push((*n, f.clone())),
+        spec => change_spec(world, spec),
+    }
+    *last = pass(world, unwritten);
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -1145,39 +1422,11 @@ proptest! {
         let mut unwritten = Unwritten::default();
         let mut last = pass(&mut world, &mut unwritten);
         for event in &events {
-            match event {
-                Event::Advance(s) => {
-                    let to = world.now + secs(*s);
-                    advance(&mut world, &mut unwritten, &mut last, to);
-                }
-                Event::Down(s) => {
-                    restart(&mut world, &mut unwritten);
-                    world.now += secs(*s);
-                    last = pass(&mut world, &mut unwritten);
-                }
-                Event::JumpBack(s) => {
-                    world.skew += secs(*s);
-                    last = pass(&mut world, &mut unwritten);
-                }
-                Event::Between(f) => {
-                    if matches!(f, Fault::Crash) {
-                        restart(&mut world, &mut unwritten);
-                    }
-                    world.apply(f);
-                    last = pass(&mut world, &mut unwritten);
-                }
-                Event::During(n, f) => {
-                    world.during.push((*n, f.clone()));
-                    last = pass(&mut world, &mut unwritten);
-                }
-                spec => {
-                    change_spec(&mut world, spec);
-                    last = pass(&mut world, &mut unwritten);
-                }
-            }
+            happen(&mut world, &mut unwritten, &mut last, event);
             if let Some(failure) = &world.checker.failure {
                 prop_assert!(false, "{}", failure);
             }
+            world.roll_back_newer_manifest();
         }
         // Left alone, the set settles: one key signs, verifiers have it, and nothing is written.
         let calm = world.policy.rotation_interval + world.policy.publish_lead;
@@ -1222,6 +1471,95 @@ proptest! {
             world.now,
             since,
             ri
+        );
+    }
+}
+
+/// Faults on the records of a rotation rather than on key material: what must neither make a
+/// requested rotation happen twice (rule 3c) nor keep it from happening.
+fn record_fault() -> impl Strategy<Value = Event> {
+    let between = prop_oneof![
+        Just(Fault::EmptyManifest),
+        (0usize..400).prop_map(Fault::TruncateManifest),
+        (0usize..16).prop_map(Fault::DropManifestRecord),
+        (0usize..16).prop_map(Fault::RestoreSecret),
+        (0usize..16).prop_map(Fault::RestoreBoth),
+        Just(Fault::LoseStatus),
+        Just(Fault::Crash),
+    ];
+    let during = prop_oneof![
+        Just(Fault::Crash),
+        Just(Fault::Refuse),
+        Just(Fault::EmptyManifest),
+    ];
+    prop_oneof![
+        3 => between.prop_map(Event::Between),
+        1 => (0usize..3, during).prop_map(|(n, f)| Event::During(n, f)),
+    ]
+}
+
+/// A spec whose lead leaves room in an interval, the time the rotation is requested, and the
+/// faults that follow its honouring (with the seconds before each), all within the interval.
+fn request_scenario() -> impl Strategy<Value = (Policy, i64, Vec<(i64, Event)>)> {
+    (10i64..300, algorithm())
+        .prop_flat_map(|(ri, alg)| (Just(ri), Just(alg), 1..ri / 2))
+        .prop_flat_map(|(ri, alg, pl)| {
+            let room = (ri - pl - 3) / 6 + 1;
+            (
+                Just(policy(alg, ri, pl, 0, ri, 0)),
+                0..ri,
+                prop::collection::vec((0..room, record_fault()), 1..6),
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The rotate annotation: a key that never signed signs within publishLead, and emptied,
+    /// truncated or restored records do not make it happen a second time.
+    #[test]
+    fn a_requested_rotation_happens_once_whatever_happens_to_its_records(
+        (policy, warmup, faults) in request_scenario()
+    ) {
+        let (ri, pl) = (policy.rotation_interval, policy.publish_lead);
+        let mut world = World::new(policy);
+        let mut unwritten = Unwritten::default();
+        let mut last = pass(&mut world, &mut unwritten);
+        let to = world.now + secs(warmup);
+        advance(&mut world, &mut unwritten, &mut last, to);
+        let signed_before = world.checker.ever_signable.clone();
+        let asked = world.now;
+        happen(&mut world, &mut unwritten, &mut last, &Event::RequestRotation);
+        advance(&mut world, &mut unwritten, &mut last, asked + pl + secs(2));
+        let fresh: Vec<String> = world.checker.ever_signable.difference(&signed_before).cloned().collect();
+        prop_assert!(
+            fresh.len() == 1,
+            "rotation requested at {}: keys that signed for the first time by {}: {:?}",
+            asked, world.now, fresh
+        );
+        let since = world.checker.signable_since.unwrap_or(asked);
+        let emergencies = world.emergency_reads;
+        for (gap, event) in &faults {
+            let to = world.now + secs(*gap);
+            advance(&mut world, &mut unwritten, &mut last, to);
+            happen(&mut world, &mut unwritten, &mut last, event);
+        }
+        // Until the next scheduled rotation, no other key takes over.
+        advance(&mut world, &mut unwritten, &mut last, since + ri - secs(1));
+        if let Some(failure) = &world.checker.failure {
+            prop_assert!(false, "{}", failure);
+        }
+        let again: Vec<String> = world.checker.ever_signable
+            .difference(&signed_before)
+            .filter(|k| !fresh.contains(k))
+            .cloned()
+            .collect();
+        let excused = world.request_forgotten || world.emergency_reads > emergencies;
+        prop_assert!(
+            excused || again.is_empty(),
+            "the rotation requested at {} and honoured at {} happened again by {}: {:?}",
+            asked, since, world.now, again
         );
     }
 }

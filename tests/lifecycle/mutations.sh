@@ -42,6 +42,9 @@ ev-2-recover-only-when-records-lost | src/lifecycle/evidence.rs | let records_lo
 ev-3-merge-furthest | src/lifecycle/evidence.rs | Some(earlier) => merge(earlier, record), | Some(_earlier) => record,
 ev-3b-forgotten-stay-retired | src/lifecycle/evidence.rs | fn forgotten_stay_retired(&mut self) {\n | fn forgotten_stay_retired(&mut self) {\n        return;\n
 ev-3c-request-honoured-once | src/lifecycle/evidence.rs | let remembered = self.evidence.remembered_rotation_request.clone(); | let remembered: Option<String> = None;
+ev-3c-forced-rotation-served | src/lifecycle/evidence.rs | .filter(|t| active_since.is_none_or(|a| a < *t)); | .filter(|t| true || active_since.is_none_or(|a| a < *t));
+ev-3-unpublished-waits-longest | src/lifecycle/evidence.rs | let unpublished = state == KeyState::Pending && b.published_at.is_none(); | let unpublished = false;
+ev-2-recovered-longest-retention | src/lifecycle/evidence.rs | longest_retention: Some(longest.max(policy.retention())), | longest_retention: None,
 ev-4-clamp-future | src/lifecycle/evidence.rs | Some(at) if *at > add(now, FUTURE_TOLERANCE) => { | Some(at) if false && *at > add(now, FUTURE_TOLERANCE) => {
 ev-4-times-fit-state | src/lifecycle/evidence.rs | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n    return;\n
 ev-5-unseen-unpublished | src/lifecycle/evidence.rs | if !seen {\n                    record.published_at = None;\n                } else if forgotten { | if forgotten {
@@ -49,6 +52,7 @@ ev-5b-forgotten-pending-waits | src/lifecycle/evidence.rs | } else if forgotten 
 ev-6-signers-retire-on-write | src/lifecycle/evidence.rs | .is_some_and(|r| r.state == KeyState::Retired) | .is_some_and(|r| false && r.state == KeyState::Retired)
 ev-6-status-active-retires-on-write | src/lifecycle/evidence.rs | .chain(remembered_active) | .chain(remembered_active.filter(|_| false))
 ev-7-one-active | src/lifecycle/evidence.rs | fn one_active(&mut self, policy: &Policy) {\n | fn one_active(&mut self, policy: &Policy) {\n        return;\n
+ev-7b-pending-in-slot | src/lifecycle/evidence.rs | r.state != KeyState::Active\n                    && self.signing.contains | r.state == KeyState::Retired\n                    && self.signing.contains
 ev-7b-signing-key-signs-on | src/lifecycle/evidence.rs | fn signing_key_signs_on(&mut self, policy: &Policy) {\n | fn signing_key_signs_on(&mut self, policy: &Policy) {\n        return;\n
 ev-8-drop-unpublishable | src/lifecycle/evidence.rs | fn drop_unpublishable(&mut self) {\n | fn drop_unpublishable(&mut self) {\n        return;\n
 ev-9-newer-manifest-blocks | src/lifecycle/evidence.rs | ManifestRead::Newer(version) => Err(Blocked::NewerManifest(*version)), | ManifestRead::Newer(_) => Ok(None),
@@ -63,8 +67,9 @@ pl-activate-at-once | src/lifecycle/planner.rs | ) -> Result<(), E> {\n        l
 pl-rotate-when-due | src/lifecycle/planner.rs | ) -> Result<(), E> {\n        let (policy, now) = | ) -> Result<(), E> {\n        return Ok(());\n        let (policy, now) =
 pl-track-longest-retention | src/lifecycle/planner.rs | fn track_longest_retention(&mut self) {\n | fn track_longest_retention(&mut self) {\n        return;\n
 pl-max-keys-hold | src/lifecycle/planner.rs | if self.keys.len() < MAX_KEYS { | if true {
-cv-publish-first | src/lifecycle/converge.rs | if signed_unpublished { | if false {
-cv-store-first | src/lifecycle/converge.rs | if signed_unpublished { | if true {
+cv-publish-first | src/lifecycle/converge.rs | if !signed_unpublished { | if true {
+cv-store-first | src/lifecycle/converge.rs | if !signed_unpublished { | if false {
+cv-unpublished-pending-waits | src/lifecycle/converge.rs | k.state == KeyState::Pending && !observed.published.contains(&k.kid) | k.state == KeyState::Pending && false
 cv-confirm-retired | src/lifecycle/converge.rs | let confirmed = plan\n            .manifest\n            .confirm_retired(&retire_on_write, written_at, policy); | let confirmed = false;\n        let _ = written_at;
 ob-render-cap | src/objects.rs | if bytes > MAX_RENDERED_BYTES { | if false && bytes > MAX_RENDERED_BYTES {
 ob-unwritten-reuse | src/objects.rs | .filter(|k| k.alg() == alg && (!alg.is_rsa() || k.rsa_size() == size)) | .filter(|k| false && k.alg() == alg && (!alg.is_rsa() || k.rsa_size() == size))
