@@ -22,6 +22,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::api::{DeletionPolicy, JwtKeySet, ValidSpec};
+use crate::cache::{Caches, Freshness};
 use crate::keys::{self, Algorithm, KeyError, KeyMaterial, RsaKeySize};
 use crate::layout::LayoutError;
 use crate::leader::{Fence, NotLeader};
@@ -61,6 +62,8 @@ pub struct Context {
     pub unwritten: Unwritten,
     /// Consecutive failures per set, for the back-off.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The watch caches of the sets' Secrets and ConfigMaps, which reconcile reads.
+    pub caches: Caches,
 }
 
 impl Context {
@@ -70,6 +73,7 @@ impl Context {
         reporter: Reporter,
         fence: Arc<Fence>,
         metrics: Arc<Metrics>,
+        caches: Caches,
     ) -> Self {
         Context {
             client,
@@ -80,6 +84,7 @@ impl Context {
             metrics,
             unwritten: Unwritten::default(),
             failures: Mutex::default(),
+            caches,
         }
     }
 }
@@ -144,11 +149,13 @@ async fn reconcile_set(set: &JwtKeySet, ctx: &Context) -> Result<Action, Error> 
         Ok(valid) => valid,
         Err(e) => return report::blocked(set, ctx, Blocked::InvalidSpec(e.to_string())).await,
     };
+    let mut freshness = Freshness::Cache;
     for _ in 0..CONFLICT_RETRIES {
-        match sync(set, &valid, ctx, &ns).await {
-            Err(Error::Conflict(_)) => debug!("write conflict; re-reading"),
+        match sync(set, &valid, ctx, &ns, freshness).await {
+            Err(Error::Conflict(_)) => debug!("write conflict; re-reading from the API server"),
             other => return other,
         }
+        freshness = Freshness::Server;
     }
     Err(Error::Conflict(CONFLICT_RETRIES))
 }
@@ -274,16 +281,28 @@ struct Objects {
     foreign_config_map: bool,
 }
 
+/// Reads the objects from the watch caches (see `cache` for why that is safe, and when the API
+/// server is asked instead). The status says which objects should exist: a Secret once it lists
+/// a key, a ConfigMap once it lists a public key.
 async fn read_objects(
     set: &JwtKeySet,
     valid: &ValidSpec,
     ctx: &Context,
     ns: &str,
+    freshness: Freshness,
 ) -> Result<Objects, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets.get_opt(&valid.secret_name).await?;
-    let map = maps.get_opt(&valid.config_map_name).await?;
+    let remembered = set.status.iter().flat_map(|s| &s.keys);
+    let has_secret = remembered.clone().next().is_some();
+    let has_map = remembered.clone().any(|k| k.public_jwk.is_some());
+    let (client, caches) = (&ctx.client, &ctx.caches);
+    let secret = caches
+        .secrets
+        .read(client, ns, &valid.secret_name, has_secret, freshness)
+        .await?;
+    let map = caches
+        .config_maps
+        .read(client, ns, &valid.config_map_name, has_map, freshness)
+        .await?;
     // Someone else's ConfigMap is never read as ours, nor written.
     let foreign_config_map = map.as_ref().is_some_and(|m| !owned_by(&m.metadata, set));
     Ok(Objects {
@@ -340,8 +359,9 @@ async fn sync(
     valid: &ValidSpec,
     ctx: &Context,
     ns: &str,
+    freshness: Freshness,
 ) -> Result<Action, Error> {
-    let objects = read_objects(set, valid, ctx, ns).await?;
+    let objects = read_objects(set, valid, ctx, ns, freshness).await?;
     if let Some(blocked) = refused(set, valid, &objects) {
         return report::blocked(set, ctx, blocked).await;
     }
@@ -360,6 +380,12 @@ async fn sync(
         Err(Stopped::Blocked(blocked)) => {
             report::blocked(set, ctx, Blocked::Evidence(blocked)).await
         }
+        // A pass refused at its first write changed nothing: the retry, from a fresh read,
+        // reports what happens (a stale cache read must not leave Events of what did not).
+        Err(Stopped::Failed {
+            error: error @ Error::Conflict(_),
+            ..
+        }) if cluster.api.writes == 0 => Err(error),
         Err(Stopped::Failed {
             error,
             transitions,
@@ -456,6 +482,8 @@ struct KubeObjects<'a> {
     config_map_name: String,
     secret: Option<Secret>,
     config_map: Option<ConfigMap>,
+    /// Writes acknowledged in this pass.
+    writes: u32,
 }
 
 impl<'a> KubeObjects<'a> {
@@ -474,6 +502,7 @@ impl<'a> KubeObjects<'a> {
             config_map_name: valid.config_map_name.clone(),
             secret: objects.secret,
             config_map: objects.config_map,
+            writes: 0,
         }
     }
 }
@@ -508,7 +537,10 @@ impl ObjectApi for KubeObjects<'_> {
             .extend(labels(self.set));
         secret.data = Some(data.clone());
         let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        self.secret = Some(create_or_replace(&self.ctx.fence, &api, existed, &secret).await?);
+        let written = create_or_replace(&self.ctx.fence, &api, existed, &secret).await?;
+        self.ctx.caches.secrets.wrote(&written);
+        self.secret = Some(written);
+        self.writes += 1;
         Ok(())
     }
 
@@ -525,7 +557,10 @@ impl ObjectApi for KubeObjects<'_> {
         map.data = Some(data.clone());
         map.binary_data = None;
         let api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        self.config_map = Some(create_or_replace(&self.ctx.fence, &api, existed, &map).await?);
+        let written = create_or_replace(&self.ctx.fence, &api, existed, &map).await?;
+        self.ctx.caches.config_maps.wrote(&written);
+        self.config_map = Some(written);
+        self.writes += 1;
         Ok(())
     }
 }
