@@ -90,10 +90,24 @@ pub async fn converge<C: Cluster>(
         .map_err(|e| fail(e, &transitions, &findings))?;
         transitions.extend(plan.transitions.iter().cloned());
         retire_on_write.extend(retired_in(&plan.transitions));
-        write_round(cluster, &plan.manifest, &observed)
+        let written = write_round(cluster, &plan.manifest, &observed)
             .await
             .map_err(|e| fail(e, &transitions, &findings))?;
         observed = held_after_writing(&plan.manifest);
+        if written == Written::JwksOnly {
+            // The Secret is stored next round, with the publication just seen stamped. A round
+            // after a JWKS-only one writes the Secret; this bound only guards against a bug.
+            if round <= MAX_ROUNDS {
+                manifest = plan.manifest;
+                continue;
+            }
+            return Ok(Converged {
+                plan,
+                transitions,
+                findings,
+                settled: false,
+            });
+        }
         // Retention counts from the acknowledged write that took a key out of signing; the
         // next round stores the later time.
         let written_at = cluster.now();
@@ -115,15 +129,26 @@ pub async fn converge<C: Cluster>(
     }
 }
 
+/// What a round wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Written {
+    /// The Secret, then the JWKS (each only if changed).
+    Both,
+    /// The JWKS only: the Secret follows next round.
+    JwksOnly,
+}
+
 /// One round's writes, in the safe order: the Secret first, so a new key's private part is
 /// stored before its public part is published; but when a key that may have signed (an active
 /// or retired one) is missing from what verifiers see, the JWKS first, so that no signer holds a
-/// key verifiers cannot find for a moment longer than it must.
+/// key verifiers cannot find for a moment longer than it must. The Secret then waits for the
+/// next round, whose plan stamps the publication just made: one Secret write, not a second one
+/// to record the publication (a new set: one Secret create).
 async fn write_round<C: Cluster>(
     cluster: &mut C,
     manifest: &Manifest,
     observed: &Observed,
-) -> Result<(), C::Error> {
+) -> Result<Written, C::Error> {
     let jwks = manifest.public_jwks();
     let signed_unpublished = manifest.keys.iter().any(|k| {
         k.state != KeyState::Pending
@@ -132,11 +157,11 @@ async fn write_round<C: Cluster>(
     });
     if signed_unpublished {
         cluster.publish(&jwks).await?;
-        cluster.store(manifest).await
-    } else {
-        cluster.store(manifest).await?;
-        cluster.publish(&jwks).await
+        return Ok(Written::JwksOnly);
     }
+    cluster.store(manifest).await?;
+    cluster.publish(&jwks).await?;
+    Ok(Written::Both)
 }
 
 /// After both writes: verifiers see every key held (symmetric ones in the Secret), and the
