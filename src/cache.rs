@@ -9,15 +9,15 @@
 //! one GET is bounded, and conflicts are rare (another writer, or a cache behind our own write).
 //!
 //! Where the cache cannot answer, the server is asked:
-//! - the object is not in the cache but should exist (the set's status lists keys): it may have
-//!   lost our labels (a hand edit; the cache selects by them, the repair path writes them back),
-//!   or have been deleted; also while the cache has not listed yet;
+//! - the object is not in the cache: it may exist without our labels (a hand edit; the cache
+//!   selects by them, and the repair path writes them back), or be someone else's (which must
+//!   block the set before anything is written), or be deleted, or the cache has not listed yet;
 //! - the cache does not hold our own last write yet (the pass our write started may outrun the
 //!   watch event of that write): reading our own writes keeps a pass from weighing old evidence.
 //!
-//! A set that never wrote its objects (no keys in its status) takes the cache's word that they do
-//! not exist: its write is then a create, which fails (409 AlreadyExists) if an object of that
-//! name exists after all (someone else's, or ours unlabelled); the pass is retried from GETs.
+//! The caller may take the cache's word that an object does not exist (`Absent::Trust`) when its
+//! first write to it is a create that must come before any other: a create never overwrites
+//! (409 AlreadyExists), and the pass is retried from GETs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,15 @@ pub enum Freshness {
     Cache,
     /// The API server: after a conflict, the cache may hold what the write lost to, or not yet.
     Server,
+}
+
+/// What an object missing from the cache means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Absent {
+    /// Nothing: ask the API server.
+    Ask,
+    /// That it does not exist (see the module's comment for when that is safe).
+    Trust,
 }
 
 /// One kind of object's watch caches (one per watched namespace scope) and our writes to them
@@ -59,17 +68,15 @@ where
     }
 
     /// The object `ns/name`: from the cache when it can answer, else from the API server.
-    /// `expected`: the set's status says the object was written (it should exist).
     pub async fn read(
         &self,
         client: &Client,
-        ns: &str,
-        name: &str,
-        expected: bool,
+        (ns, name): (&str, &str),
+        absent: Absent,
         freshness: Freshness,
     ) -> Result<Option<K>, kube::Error> {
         if freshness == Freshness::Cache
-            && let Some(answer) = self.cached(ns, name, expected)
+            && let Some(answer) = self.cached(ns, name, absent)
         {
             return Ok(answer);
         }
@@ -81,7 +88,7 @@ where
     }
 
     /// `Some(answer)` when the cache can answer; `None` when the server must be asked.
-    fn cached(&self, ns: &str, name: &str, expected: bool) -> Option<Option<K>> {
+    fn cached(&self, ns: &str, name: &str, absent: Absent) -> Option<Option<K>> {
         let key = ObjectRef::new(name).within(ns);
         let ready = self
             .stores
@@ -98,9 +105,8 @@ where
             .get(&(ns.into(), name.into()))
             .cloned();
         match (cached, written) {
-            (None, _) if expected => None,
-            (None, Some(_)) => None,
-            (None, None) => Some(None),
+            (None, None) if absent == Absent::Trust => Some(None),
+            (None, _) => None,
             (Some(object), Some(rv)) if object.resource_version().as_ref() != Some(&rv) => None,
             (Some(object), _) => {
                 self.forget(ns, name);

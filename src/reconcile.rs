@@ -22,7 +22,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::api::{DeletionPolicy, JwtKeySet, ValidSpec};
-use crate::cache::{Caches, Freshness};
+use crate::cache::{Absent, Caches, Freshness};
 use crate::keys::{self, Algorithm, KeyError, KeyMaterial, RsaKeySize};
 use crate::layout::LayoutError;
 use crate::leader::{Fence, NotLeader};
@@ -282,8 +282,10 @@ struct Objects {
 }
 
 /// Reads the objects from the watch caches (see `cache` for why that is safe, and when the API
-/// server is asked instead). The status says which objects should exist: a Secret once it lists
-/// a key, a ConfigMap once it lists a public key.
+/// server is asked instead). A ConfigMap missing from the cache of a set that has published
+/// nothing is taken as absent: the set's first write is then its create (the first key
+/// signs at once, so the JWKS goes first), which a ConfigMap of that name refuses. A missing
+/// Secret is asked for: someone else's must block the set before anything is published.
 async fn read_objects(
     set: &JwtKeySet,
     valid: &ValidSpec,
@@ -291,17 +293,20 @@ async fn read_objects(
     ns: &str,
     freshness: Freshness,
 ) -> Result<Objects, Error> {
-    let remembered = set.status.iter().flat_map(|s| &s.keys);
-    let has_secret = remembered.clone().next().is_some();
-    let has_map = remembered.clone().any(|k| k.public_jwk.is_some());
+    let published = set
+        .status
+        .iter()
+        .flat_map(|s| &s.keys)
+        .any(|k| k.public_jwk.is_some());
+    let map_absent = if published { Absent::Ask } else { Absent::Trust };
     let (client, caches) = (&ctx.client, &ctx.caches);
     let secret = caches
         .secrets
-        .read(client, ns, &valid.secret_name, has_secret, freshness)
+        .read(client, (ns, &valid.secret_name), Absent::Ask, freshness)
         .await?;
     let map = caches
         .config_maps
-        .read(client, ns, &valid.config_map_name, has_map, freshness)
+        .read(client, (ns, &valid.config_map_name), map_absent, freshness)
         .await?;
     // Someone else's ConfigMap is never read as ours, nor written.
     let foreign_config_map = map.as_ref().is_some_and(|m| !owned_by(&m.metadata, set));
