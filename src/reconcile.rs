@@ -40,6 +40,9 @@ pub const RETAIN_FINALIZER: &str = "jwt.keyrotator.dev/retain";
 const CONFLICT_RETRIES: u32 = 5;
 /// Even with nothing due, look again this often (cheap: a steady-state pass writes nothing).
 const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// A pass that saw the set from before our own status write looks again after this long, if
+/// the write's watch event has not started it sooner.
+const CATCH_UP: Duration = Duration::from_millis(500);
 /// A pass that ran out of rounds with work due comes back after this long, not at once.
 const UNSETTLED_REQUEUE: Duration = Duration::from_secs(1);
 
@@ -64,6 +67,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// The watch caches of the sets' Secrets and ConfigMaps, which reconcile reads.
     pub caches: Caches,
+    /// The resourceVersion of our last status write per set, until a pass sees the set again.
+    pub status_written: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -85,7 +90,28 @@ impl Context {
             unwritten: Unwritten::default(),
             failures: Mutex::default(),
             caches,
+            status_written: Mutex::default(),
         }
+    }
+
+    /// Remembers our status write, whose watch event starts the set's next pass.
+    pub fn wrote_status(&self, set: &JwtKeySet) {
+        if let (Some(rv), Ok(mut written)) = (set.resource_version(), self.status_written.lock()) {
+            written.insert(set_key(set), rv);
+        }
+    }
+
+    /// Whether the watch cache's copy of `set` is not the one our last status write made: a pass
+    /// started by our own Secret or ConfigMap write may outrun the status write's watch event,
+    /// and would weigh the set's old status (and write the status again). Such a pass waits
+    /// once: the event is on its way (or someone wrote after us, and the wait is short).
+    fn behind_own_status(&self, set: &JwtKeySet) -> bool {
+        let Ok(mut written) = self.status_written.lock() else {
+            return false;
+        };
+        written
+            .remove(&set_key(set))
+            .is_some_and(|rv| set.resource_version() != Some(rv))
     }
 }
 
@@ -139,6 +165,9 @@ pub async fn reconcile(set: Arc<JwtKeySet>, ctx: Arc<Context>) -> Result<Action,
 async fn reconcile_set(set: &JwtKeySet, ctx: &Context) -> Result<Action, Error> {
     let ns = set.namespace().ok_or(Error::NoNamespace)?;
     ctx.fence.check()?;
+    if ctx.behind_own_status(set) {
+        return Ok(Action::requeue(CATCH_UP));
+    }
     let sets: Api<JwtKeySet> = Api::namespaced(ctx.client.clone(), &ns);
     if set.meta().deletion_timestamp.is_some() {
         return release_on_delete(set, &sets, ctx).await;
@@ -235,7 +264,7 @@ fn lacks_labels(meta: &ObjectMeta, set: &JwtKeySet) -> bool {
     labels(set).iter().any(|(k, v)| have.get(k) != Some(v))
 }
 
-fn conflict_or(e: kube::Error) -> Error {
+pub(crate) fn conflict_or(e: kube::Error) -> Error {
     match e {
         kube::Error::Api(ref s) if s.code == 409 => Error::Conflict(1),
         e => Error::Kube(e),
