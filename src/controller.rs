@@ -41,12 +41,12 @@ pub async fn run(
                 namespace = ns.as_deref().unwrap_or("<all>"),
                 "watching JwtKeySets"
             );
-            let sets: Api<JwtKeySet> = scoped(&client, ns.as_deref());
+            let (sets, set_store) = watched_sets(scoped(&client, ns.as_deref()));
             let (secrets, secret_store) = owned(scoped::<Secret>(&client, ns.as_deref()));
             let (maps, map_store) = owned(scoped::<ConfigMap>(&client, ns.as_deref()));
             secret_stores.push(secret_store);
             map_stores.push(map_store);
-            Controller::new(sets, watcher::Config::default())
+            Controller::for_stream(sets, set_store)
                 .owns_stream(secrets)
                 .owns_stream(maps)
         })
@@ -87,6 +87,30 @@ fn reporter() -> Reporter {
         controller: MANAGER.into(),
         instance: Some(instance),
     }
+}
+
+/// Annotations the operator never reads and never writes back (it only patches the sets).
+const UNREAD_ANNOTATIONS: [&str; 1] = ["kubectl.kubernetes.io/last-applied-configuration"];
+
+/// The JwtKeySets, kept in a cache (the controller's) without what reconcile never reads: the
+/// managedFields (a few KiB a set, most of what the cache held) and kubectl's copy of the spec.
+fn watched_sets(
+    api: Api<JwtKeySet>,
+) -> (
+    impl Stream<Item = Result<JwtKeySet, watcher::Error>> + Send + 'static,
+    Store<JwtKeySet>,
+) {
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .modify(|set: &mut JwtKeySet| {
+            set.metadata.managed_fields = None;
+            if let Some(annotations) = set.metadata.annotations.as_mut() {
+                annotations.retain(|k, _| !UNREAD_ANNOTATIONS.contains(&k.as_str()));
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    (stream, store)
 }
 
 /// A watch of our own objects of one kind (by label: never every Secret in the cluster), kept
