@@ -89,25 +89,13 @@ pub async fn converge<C: Cluster>(
         })
         .map_err(|e| fail(e, &transitions, &findings))?;
         transitions.extend(plan.transitions.iter().cloned());
+        let planned = plan.transitions.len();
         retire_on_write.extend(retired_in(&plan.transitions));
-        let written = write_round(cluster, &plan.manifest, &observed)
+        write_round(cluster, &mut plan, &observed)
             .await
             .map_err(|e| fail(e, &transitions, &findings))?;
+        transitions.extend(plan.transitions[planned..].iter().cloned());
         observed = held_after_writing(&plan.manifest);
-        if written == Written::JwksOnly {
-            // The Secret is stored next round, with the publication just seen stamped. A round
-            // after a JWKS-only one writes the Secret; this bound only guards against a bug.
-            if round <= MAX_ROUNDS {
-                manifest = plan.manifest;
-                continue;
-            }
-            return Ok(Converged {
-                plan,
-                transitions,
-                findings,
-                settled: false,
-            });
-        }
         // Retention counts from the acknowledged write that took a key out of signing; the
         // next round stores the later time.
         let written_at = cluster.now();
@@ -129,39 +117,44 @@ pub async fn converge<C: Cluster>(
     }
 }
 
-/// What a round wrote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Written {
-    /// The Secret, then the JWKS (each only if changed).
-    Both,
-    /// The JWKS only: the Secret follows next round.
-    JwksOnly,
-}
-
 /// One round's writes, in the safe order: the Secret first, so a new key's private part is
 /// stored before its public part is published; but when a key that may have signed (an active
 /// or retired one) is missing from what verifiers see, the JWKS first, so that no signer holds a
-/// key verifiers cannot find for a moment longer than it must. The Secret then waits for the
-/// next round, whose plan stamps the publication just made: one Secret write, not a second one
-/// to record the publication (a new set: one Secret create).
+/// key verifiers cannot find for a moment longer than it must. The Secret that follows records
+/// the publication just acknowledged, rather than a second Secret write next round recording it
+/// (a new set: one Secret create).
 async fn write_round<C: Cluster>(
     cluster: &mut C,
-    manifest: &Manifest,
+    plan: &mut Plan,
     observed: &Observed,
-) -> Result<Written, C::Error> {
-    let jwks = manifest.public_jwks();
-    let signed_unpublished = manifest.keys.iter().any(|k| {
+) -> Result<(), C::Error> {
+    let jwks = plan.manifest.public_jwks();
+    let signed_unpublished = plan.manifest.keys.iter().any(|k| {
         k.state != KeyState::Pending
             && k.public_jwk.is_some()
             && !observed.published.contains(&k.kid)
     });
     if signed_unpublished {
         cluster.publish(&jwks).await?;
-        return Ok(Written::JwksOnly);
+        stamp_published(plan, cluster.now());
+        cluster.store(&plan.manifest).await
+    } else {
+        cluster.store(&plan.manifest).await?;
+        cluster.publish(&jwks).await
     }
-    cluster.store(manifest).await?;
-    cluster.publish(&jwks).await?;
-    Ok(Written::Both)
+}
+
+/// Records the publication of the public keys just published, at the time it was acknowledged,
+/// as the planner does for what it sees published (`Transition::Published`). Nothing else is
+/// planned between the two writes: no time-based rule runs before the Secret write lands.
+fn stamp_published(plan: &mut Plan, published_at: Timestamp) {
+    for k in plan.manifest.keys.iter_mut() {
+        if k.published_at.is_none() && k.public_jwk.is_some() {
+            k.published_at = Some(published_at);
+            plan.transitions
+                .push(Transition::Published { kid: k.kid.clone() });
+        }
+    }
 }
 
 /// After both writes: verifiers see every key held (symmetric ones in the Secret), and the
