@@ -37,7 +37,11 @@ fn args() -> anyhow::Result<Args> {
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
-        let mut value = || given.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
+        let mut value = || {
+            given
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--namespace" => args.namespace = value()?,
             "--sets" => args.sets = value()?.parse()?,

@@ -327,7 +327,11 @@ async fn read_objects(
         .iter()
         .flat_map(|s| &s.keys)
         .any(|k| k.public_jwk.is_some());
-    let map_absent = if published { Absent::Ask } else { Absent::Trust };
+    let map_absent = if published {
+        Absent::Ask
+    } else {
+        Absent::Trust
+    };
     let (client, caches) = (&ctx.client, &ctx.caches);
     let secret = caches
         .secrets
