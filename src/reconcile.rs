@@ -173,7 +173,11 @@ async fn reconcile_set(set: &JwtKeySet, ctx: &Context) -> Result<Action, Error> 
         return release_on_delete(set, &sets, ctx).await;
     }
     // Before validation: a set switched to Retain in the same edit as a bad field keeps its keys.
-    manage_finalizer(&ctx.fence, set, &sets, set.spec.deletion_policy).await?;
+    if manage_finalizer(&ctx.fence, set, &sets, set.spec.deletion_policy).await? {
+        // The patch's watch event starts the next pass on the set as patched: a status written
+        // now would carry the old resourceVersion, and be refused.
+        return Ok(Action::requeue(CATCH_UP));
+    }
     let valid = match set.validate() {
         Ok(valid) => valid,
         Err(e) => return report::blocked(set, ctx, Blocked::InvalidSpec(e.to_string())).await,
@@ -604,18 +608,18 @@ impl ObjectApi for KubeObjects<'_> {
 }
 
 /// `deletionPolicy: Retain` keeps a finalizer so the Secret and ConfigMap can be released
-/// (owner references removed) before garbage collection would take them.
+/// (owner references removed) before garbage collection would take them. Whether it patched.
 async fn manage_finalizer(
     fence: &Fence,
     set: &JwtKeySet,
     sets: &Api<JwtKeySet>,
     policy: DeletionPolicy,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let finalizers = set.finalizers();
     let has = finalizers.iter().any(|f| f == RETAIN_FINALIZER);
     let wanted = policy == DeletionPolicy::Retain;
     if has == wanted {
-        return Ok(());
+        return Ok(false);
     }
     let mut next: Vec<String> = finalizers
         .iter()
@@ -635,7 +639,7 @@ async fn manage_finalizer(
     )
     .await
     .map_err(conflict_or)?;
-    Ok(())
+    Ok(true)
 }
 
 async fn release_on_delete(
