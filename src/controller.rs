@@ -4,14 +4,17 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::events::Reporter;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::api::JwtKeySet;
+use crate::cache::Caches;
 use crate::leader::Fence;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Clock, Context, MANAGED_BY_LABEL, MANAGER};
@@ -25,25 +28,12 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
-    let instance = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| MANAGER.to_string());
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: Some(instance),
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        clock,
-        reporter,
-        fence,
-        metrics.clone(),
-    ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
         namespaces.into_iter().map(Some).collect()
     };
+    let (mut secret_stores, mut map_stores) = (vec![], vec![]);
     let controllers: Vec<Controller<JwtKeySet>> = scopes
         .into_iter()
         .map(|ns| {
@@ -51,16 +41,25 @@ pub async fn run(
                 namespace = ns.as_deref().unwrap_or("<all>"),
                 "watching JwtKeySets"
             );
-            let sets: Api<JwtKeySet> = scoped(&client, ns.as_deref());
-            let secrets: Api<Secret> = scoped(&client, ns.as_deref());
-            let maps: Api<ConfigMap> = scoped(&client, ns.as_deref());
-            // Only our own objects are watched (and cached): never every Secret in the cluster.
-            let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-            Controller::new(sets, watcher::Config::default())
-                .owns(secrets, ours.clone())
-                .owns(maps, ours)
+            let (sets, set_store) = watched_sets(scoped(&client, ns.as_deref()));
+            let (secrets, secret_store) = owned(scoped::<Secret>(&client, ns.as_deref()));
+            let (maps, map_store) = owned(scoped::<ConfigMap>(&client, ns.as_deref()));
+            secret_stores.push(secret_store);
+            map_stores.push(map_store);
+            Controller::for_stream(sets, set_store)
+                .owns_stream(secrets)
+                .owns_stream(maps)
         })
         .collect();
+    let caches = Caches::new(secret_stores, map_stores);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        clock,
+        reporter(),
+        fence,
+        metrics.clone(),
+        caches,
+    ));
     // Per-set series are read from these watch caches at scrape time, and only while this
     // replica runs the controllers: a deleted set, or a standby, reports none.
     let _observing = metrics.observe(controllers.iter().map(Controller::store).collect());
@@ -77,6 +76,64 @@ pub async fn run(
     });
     futures::future::join_all(running).await;
     info!("shut down");
+}
+
+/// Who reports Events: this pod.
+fn reporter() -> Reporter {
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| MANAGER.to_string());
+    Reporter {
+        controller: MANAGER.into(),
+        instance: Some(instance),
+    }
+}
+
+/// Annotations the operator never reads and never writes back (it only patches the sets).
+const UNREAD_ANNOTATIONS: [&str; 1] = ["kubectl.kubernetes.io/last-applied-configuration"];
+
+/// The JwtKeySets, kept in a cache (the controller's) without what reconcile never reads: the
+/// managedFields (a few KiB a set, most of what the cache held) and kubectl's copy of the spec.
+fn watched_sets(
+    api: Api<JwtKeySet>,
+) -> (
+    impl Stream<Item = Result<JwtKeySet, watcher::Error>> + Send + 'static,
+    Store<JwtKeySet>,
+) {
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .modify(|set: &mut JwtKeySet| {
+            set.metadata.managed_fields = None;
+            if let Some(annotations) = set.metadata.annotations.as_mut() {
+                annotations.retain(|k, _| !UNREAD_ANNOTATIONS.contains(&k.as_str()));
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    (stream, store)
+}
+
+/// A watch of our own objects of one kind (by label: never every Secret in the cluster), kept
+/// in a cache that reconcile reads, and the stream of changes that triggers the owner's pass.
+/// The cache keeps no managedFields: reconcile never reads them, and a replace that omits them
+/// leaves them as they are on the server.
+fn owned<K>(
+    api: Api<K>,
+) -> (
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<K>,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, ours)
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+    (stream, store)
 }
 
 fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>

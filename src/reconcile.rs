@@ -22,6 +22,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::api::{DeletionPolicy, JwtKeySet, ValidSpec};
+use crate::cache::{Absent, Caches, Freshness};
 use crate::keys::{self, Algorithm, KeyError, KeyMaterial, RsaKeySize};
 use crate::layout::LayoutError;
 use crate::leader::{Fence, NotLeader};
@@ -39,6 +40,9 @@ pub const RETAIN_FINALIZER: &str = "jwt.keyrotator.dev/retain";
 const CONFLICT_RETRIES: u32 = 5;
 /// Even with nothing due, look again this often (cheap: a steady-state pass writes nothing).
 const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// A pass that saw the set from before our own status write looks again after this long, if
+/// the write's watch event has not started it sooner.
+const CATCH_UP: Duration = Duration::from_millis(500);
 /// A pass that ran out of rounds with work due comes back after this long, not at once.
 const UNSETTLED_REQUEUE: Duration = Duration::from_secs(1);
 
@@ -61,6 +65,10 @@ pub struct Context {
     pub unwritten: Unwritten,
     /// Consecutive failures per set, for the back-off.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The watch caches of the sets' Secrets and ConfigMaps, which reconcile reads.
+    pub caches: Caches,
+    /// The resourceVersion of our last status write per set, until a pass sees the set again.
+    pub status_written: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -70,6 +78,7 @@ impl Context {
         reporter: Reporter,
         fence: Arc<Fence>,
         metrics: Arc<Metrics>,
+        caches: Caches,
     ) -> Self {
         Context {
             client,
@@ -80,7 +89,29 @@ impl Context {
             metrics,
             unwritten: Unwritten::default(),
             failures: Mutex::default(),
+            caches,
+            status_written: Mutex::default(),
         }
+    }
+
+    /// Remembers our status write, whose watch event starts the set's next pass.
+    pub fn wrote_status(&self, set: &JwtKeySet) {
+        if let (Some(rv), Ok(mut written)) = (set.resource_version(), self.status_written.lock()) {
+            written.insert(set_key(set), rv);
+        }
+    }
+
+    /// Whether the watch cache's copy of `set` is not the one our last status write made: a pass
+    /// started by our own Secret or ConfigMap write may outrun the status write's watch event,
+    /// and would weigh the set's old status (and write the status again). Such a pass waits
+    /// once: the event is on its way (or someone wrote after us, and the wait is short).
+    fn behind_own_status(&self, set: &JwtKeySet) -> bool {
+        let Ok(mut written) = self.status_written.lock() else {
+            return false;
+        };
+        written
+            .remove(&set_key(set))
+            .is_some_and(|rv| set.resource_version() != Some(rv))
     }
 }
 
@@ -134,21 +165,30 @@ pub async fn reconcile(set: Arc<JwtKeySet>, ctx: Arc<Context>) -> Result<Action,
 async fn reconcile_set(set: &JwtKeySet, ctx: &Context) -> Result<Action, Error> {
     let ns = set.namespace().ok_or(Error::NoNamespace)?;
     ctx.fence.check()?;
+    if ctx.behind_own_status(set) {
+        return Ok(Action::requeue(CATCH_UP));
+    }
     let sets: Api<JwtKeySet> = Api::namespaced(ctx.client.clone(), &ns);
     if set.meta().deletion_timestamp.is_some() {
         return release_on_delete(set, &sets, ctx).await;
     }
     // Before validation: a set switched to Retain in the same edit as a bad field keeps its keys.
-    manage_finalizer(&ctx.fence, set, &sets, set.spec.deletion_policy).await?;
+    if manage_finalizer(&ctx.fence, set, &sets, set.spec.deletion_policy).await? {
+        // The patch's watch event starts the next pass on the set as patched: a status written
+        // now would carry the old resourceVersion, and be refused.
+        return Ok(Action::requeue(CATCH_UP));
+    }
     let valid = match set.validate() {
         Ok(valid) => valid,
         Err(e) => return report::blocked(set, ctx, Blocked::InvalidSpec(e.to_string())).await,
     };
+    let mut freshness = Freshness::Cache;
     for _ in 0..CONFLICT_RETRIES {
-        match sync(set, &valid, ctx, &ns).await {
-            Err(Error::Conflict(_)) => debug!("write conflict; re-reading"),
+        match sync(set, &valid, ctx, &ns, freshness).await {
+            Err(Error::Conflict(_)) => debug!("write conflict; re-reading from the API server"),
             other => return other,
         }
+        freshness = Freshness::Server;
     }
     Err(Error::Conflict(CONFLICT_RETRIES))
 }
@@ -228,7 +268,7 @@ fn lacks_labels(meta: &ObjectMeta, set: &JwtKeySet) -> bool {
     labels(set).iter().any(|(k, v)| have.get(k) != Some(v))
 }
 
-fn conflict_or(e: kube::Error) -> Error {
+pub(crate) fn conflict_or(e: kube::Error) -> Error {
     match e {
         kube::Error::Api(ref s) if s.code == 409 => Error::Conflict(1),
         e => Error::Kube(e),
@@ -274,16 +314,37 @@ struct Objects {
     foreign_config_map: bool,
 }
 
+/// Reads the objects from the watch caches (see `cache` for why that is safe, and when the API
+/// server is asked instead). A ConfigMap missing from the cache of a set that has published
+/// nothing is taken as absent: the set's first write is then its create (the first key
+/// signs at once, so the JWKS goes first), which a ConfigMap of that name refuses. A missing
+/// Secret is asked for: someone else's must block the set before anything is published.
 async fn read_objects(
     set: &JwtKeySet,
     valid: &ValidSpec,
     ctx: &Context,
     ns: &str,
+    freshness: Freshness,
 ) -> Result<Objects, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets.get_opt(&valid.secret_name).await?;
-    let map = maps.get_opt(&valid.config_map_name).await?;
+    let published = set
+        .status
+        .iter()
+        .flat_map(|s| &s.keys)
+        .any(|k| k.public_jwk.is_some());
+    let map_absent = if published {
+        Absent::Ask
+    } else {
+        Absent::Trust
+    };
+    let (client, caches) = (&ctx.client, &ctx.caches);
+    let secret = caches
+        .secrets
+        .read(client, (ns, &valid.secret_name), Absent::Ask, freshness)
+        .await?;
+    let map = caches
+        .config_maps
+        .read(client, (ns, &valid.config_map_name), map_absent, freshness)
+        .await?;
     // Someone else's ConfigMap is never read as ours, nor written.
     let foreign_config_map = map.as_ref().is_some_and(|m| !owned_by(&m.metadata, set));
     Ok(Objects {
@@ -340,8 +401,9 @@ async fn sync(
     valid: &ValidSpec,
     ctx: &Context,
     ns: &str,
+    freshness: Freshness,
 ) -> Result<Action, Error> {
-    let objects = read_objects(set, valid, ctx, ns).await?;
+    let objects = read_objects(set, valid, ctx, ns, freshness).await?;
     if let Some(blocked) = refused(set, valid, &objects) {
         return report::blocked(set, ctx, blocked).await;
     }
@@ -360,6 +422,12 @@ async fn sync(
         Err(Stopped::Blocked(blocked)) => {
             report::blocked(set, ctx, Blocked::Evidence(blocked)).await
         }
+        // A pass refused at its first write changed nothing: the retry, from a fresh read,
+        // reports what happens (a stale cache read must not leave Events of what did not).
+        Err(Stopped::Failed {
+            error: error @ Error::Conflict(_),
+            ..
+        }) if cluster.api.writes == 0 => Err(error),
         Err(Stopped::Failed {
             error,
             transitions,
@@ -456,6 +524,8 @@ struct KubeObjects<'a> {
     config_map_name: String,
     secret: Option<Secret>,
     config_map: Option<ConfigMap>,
+    /// Writes acknowledged in this pass.
+    writes: u32,
 }
 
 impl<'a> KubeObjects<'a> {
@@ -474,6 +544,7 @@ impl<'a> KubeObjects<'a> {
             config_map_name: valid.config_map_name.clone(),
             secret: objects.secret,
             config_map: objects.config_map,
+            writes: 0,
         }
     }
 }
@@ -508,7 +579,10 @@ impl ObjectApi for KubeObjects<'_> {
             .extend(labels(self.set));
         secret.data = Some(data.clone());
         let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        self.secret = Some(create_or_replace(&self.ctx.fence, &api, existed, &secret).await?);
+        let written = create_or_replace(&self.ctx.fence, &api, existed, &secret).await?;
+        self.ctx.caches.secrets.wrote(&written);
+        self.secret = Some(written);
+        self.writes += 1;
         Ok(())
     }
 
@@ -525,24 +599,27 @@ impl ObjectApi for KubeObjects<'_> {
         map.data = Some(data.clone());
         map.binary_data = None;
         let api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        self.config_map = Some(create_or_replace(&self.ctx.fence, &api, existed, &map).await?);
+        let written = create_or_replace(&self.ctx.fence, &api, existed, &map).await?;
+        self.ctx.caches.config_maps.wrote(&written);
+        self.config_map = Some(written);
+        self.writes += 1;
         Ok(())
     }
 }
 
 /// `deletionPolicy: Retain` keeps a finalizer so the Secret and ConfigMap can be released
-/// (owner references removed) before garbage collection would take them.
+/// (owner references removed) before garbage collection would take them. Whether it patched.
 async fn manage_finalizer(
     fence: &Fence,
     set: &JwtKeySet,
     sets: &Api<JwtKeySet>,
     policy: DeletionPolicy,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let finalizers = set.finalizers();
     let has = finalizers.iter().any(|f| f == RETAIN_FINALIZER);
     let wanted = policy == DeletionPolicy::Retain;
     if has == wanted {
-        return Ok(());
+        return Ok(false);
     }
     let mut next: Vec<String> = finalizers
         .iter()
@@ -562,7 +639,7 @@ async fn manage_finalizer(
     )
     .await
     .map_err(conflict_or)?;
-    Ok(())
+    Ok(true)
 }
 
 async fn release_on_delete(

@@ -11,6 +11,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use jwt_key_rotator::api::JwtKeySet;
 use jwt_key_rotator::lifecycle::{KeyState, Manifest};
+use jwt_key_rotator::reconcile::{MANAGED_BY_LABEL, MANAGER};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -230,6 +231,40 @@ async fn each_key_family_becomes_ready_with_a_secret_a_jwks_and_a_status_that_ag
         "a KeyCreated Event per set, got {}",
         created.len()
     );
+}
+
+/// The operator reads its objects from a watch that selects them by its label: one that lost
+/// the label (a hand edit) drops out of that cache, yet is found (asked of the API server),
+/// labelled again, and keeps its key.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_that_lost_our_labels_is_found_and_labelled_again() {
+    let f = Fixture::new("unlabelled").await;
+    f.apply("web", json!({"algorithm": "ES256"})).await;
+    let kid = f.ready("web").await.status.unwrap().active_kid.unwrap();
+    let unlabel =
+        json!([{"op": "remove", "path": "/metadata/labels/app.kubernetes.io~1managed-by"}]);
+    let patch = || Patch::<()>::Json(serde_json::from_value(unlabel.clone()).unwrap());
+    let params = PatchParams::default();
+    f.secrets
+        .patch("web-signing-keys", &params, &patch())
+        .await
+        .unwrap();
+    f.maps.patch("web-jwks", &params, &patch()).await.unwrap();
+    let managed = |labels: &BTreeMap<String, String>| {
+        labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
+    };
+    eventually("both objects labelled again", READY_DEADLINE, || async {
+        let secret = f.secrets.get("web-signing-keys").await.ok()?;
+        let map = f.maps.get("web-jwks").await.ok()?;
+        (managed(secret.labels()) && managed(map.labels())).then_some(())
+    })
+    .await;
+    assert_eq!(
+        text(&f.secret_data("web").await, "kid"),
+        kid,
+        "the same key signs"
+    );
+    assert_eq!(f.jwks_kids("web").await, vec![kid]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

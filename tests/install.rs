@@ -771,7 +771,7 @@ fn chart_renders_what_its_values_say() {
     );
     assert_eq!(
         container["resources"],
-        json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}})
+        json!({"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}})
     );
     // The `restricted` Pod Security Standard.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);

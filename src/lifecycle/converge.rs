@@ -89,10 +89,12 @@ pub async fn converge<C: Cluster>(
         })
         .map_err(|e| fail(e, &transitions, &findings))?;
         transitions.extend(plan.transitions.iter().cloned());
+        let planned = plan.transitions.len();
         retire_on_write.extend(retired_in(&plan.transitions));
-        write_round(cluster, &plan.manifest, &observed)
+        write_round(cluster, &mut plan, &observed)
             .await
             .map_err(|e| fail(e, &transitions, &findings))?;
+        transitions.extend(plan.transitions[planned..].iter().cloned());
         observed = held_after_writing(&plan.manifest);
         // Retention counts from the acknowledged write that took a key out of signing; the
         // next round stores the later time.
@@ -118,25 +120,28 @@ pub async fn converge<C: Cluster>(
 /// One round's writes, in the safe order: the Secret first, so a new key's private part is
 /// stored before its public part is published; but when a key that may have signed (an active
 /// or retired one) is missing from what verifiers see, the JWKS first, so that no signer holds a
-/// key verifiers cannot find for a moment longer than it must.
+/// key verifiers cannot find for a moment longer than it must. The Secret that follows records
+/// the publication just acknowledged, rather than a second Secret write next round recording it
+/// (a new set: one Secret create).
 async fn write_round<C: Cluster>(
     cluster: &mut C,
-    manifest: &Manifest,
+    plan: &mut Plan,
     observed: &Observed,
 ) -> Result<(), C::Error> {
-    let jwks = manifest.public_jwks();
-    let signed_unpublished = manifest.keys.iter().any(|k| {
+    let jwks = plan.manifest.public_jwks();
+    let signed_unpublished = plan.manifest.keys.iter().any(|k| {
         k.state != KeyState::Pending
             && k.public_jwk.is_some()
             && !observed.published.contains(&k.kid)
     });
     if !signed_unpublished {
-        cluster.store(manifest).await?;
+        cluster.store(&plan.manifest).await?;
         return cluster.publish(&jwks).await;
     }
-    let first = published_before_storing(manifest, observed);
+    let first = published_before_storing(&plan.manifest, observed);
     cluster.publish(&first).await?;
-    cluster.store(manifest).await?;
+    stamp_published(plan, &first, cluster.now());
+    cluster.store(&plan.manifest).await?;
     if first.keys.len() < jwks.keys.len() {
         cluster.publish(&jwks).await?;
     }
@@ -148,13 +153,27 @@ async fn write_round<C: Cluster>(
 /// one an edit took out of the JWKS must be recorded as unpublished before verifiers see it
 /// again, or a failed Secret write would leave its old publication time standing and it would
 /// sign before verifiers that missed it refetch. Both are out of the JWKS already, and in it
-/// again two writes later.
+/// again two writes later (their publication is stamped next round).
 fn published_before_storing(manifest: &Manifest, observed: &Observed) -> Jwks {
     let waits =
         |k: &super::KeyRecord| k.state == KeyState::Pending && !observed.published.contains(&k.kid);
     let keys = manifest.keys.iter().filter(|k| !waits(k));
     Jwks {
         keys: keys.filter_map(|k| k.public_jwk.clone()).collect(),
+    }
+}
+
+/// Records the publication of the public keys just published, at the time it was acknowledged,
+/// as the planner does for what it sees published (`Transition::Published`). Nothing else is
+/// planned between the two writes: no time-based rule runs before the Secret write lands.
+fn stamp_published(plan: &mut Plan, published: &Jwks, published_at: Timestamp) {
+    for k in plan.manifest.keys.iter_mut() {
+        let in_it = published.keys.iter().any(|j| j.kid == k.kid);
+        if k.published_at.is_none() && k.public_jwk.is_some() && in_it {
+            k.published_at = Some(published_at);
+            plan.transitions
+                .push(Transition::Published { kid: k.kid.clone() });
+        }
     }
 }
 

@@ -49,9 +49,17 @@ impl Set {
 
     /// A namespace, the operator, and the set Ready; no workload.
     pub async fn ready_alone(label: &str, timing: Timing) -> Set {
+        let set = Set::not_applied(label).await;
+        set.apply(timing.spec()).await;
+        set.ready().await;
+        set
+    }
+
+    /// A namespace and the operator watching it, the set not applied yet.
+    pub async fn not_applied(label: &str) -> Set {
         let client = support::client().await;
         let ns = support::namespace(&client, label).await;
-        let set = Set {
+        Set {
             label: label.to_string(),
             sets: Api::namespaced(client.clone(), &ns),
             secrets: Api::namespaced(client.clone(), &ns),
@@ -59,10 +67,7 @@ impl Set {
             operator: Operator::start(&ns),
             client,
             ns,
-        };
-        set.apply(timing.spec()).await;
-        set.ready().await;
-        set
+        }
     }
 
     pub async fn apply(&self, spec: Value) {
