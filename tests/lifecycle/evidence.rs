@@ -97,6 +97,30 @@ fn a_record_removed_from_the_manifest_comes_back_from_the_status() {
 }
 
 #[test]
+fn keys_recovered_with_both_records_lost_keep_the_longest_retention_a_spec_allows() {
+    let mut minter = Minter::default();
+    let (m, [_, active, pending]) = rotated(&mut minter);
+    let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Absent);
+    e.memory.clear();
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    // How long their tokens live was in the lost records (a tokenTTL shortened since they
+    // signed): the longest a valid spec with this interval allows, 16 intervals of 100 s.
+    for kid in [&active, &pending] {
+        let k = w.manifest.get(kid).expect("kept");
+        assert_eq!(
+            k.longest_retention,
+            Some(jiff::SignedDuration::from_secs(1600)),
+            "{kid}"
+        );
+    }
+    // One record surviving keeps what it says.
+    let mut e = evidence(&m, &all_kids(&m));
+    e.memory.clear();
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert_eq!(w.manifest, m);
+}
+
+#[test]
 fn with_status_and_manifest_both_lost_the_key_signers_use_signs_on_and_the_others_are_retired() {
     let mut minter = Minter::default();
     let (m, [_, active, pending]) = rotated(&mut minter);

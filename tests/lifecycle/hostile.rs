@@ -716,21 +716,21 @@ fn fault_changes(world: &mut World, fault: &Fault) -> (bool, bool) {
             };
             objects.status.clear();
             objects.status_rotation_request = None;
-            let map = objects
+            // Without material to derive it from, the key's tokens can no longer be verified:
+            // the edit's doing, not the operator's.
+            if !Seen::of(objects).material.contains(&kid) {
+                world.checker.exempt.insert(kid.clone());
+            }
+            let Some(doc) = objects
                 .config_map
                 .as_mut()
-                .and_then(|m| m.get_mut(JWKS_KEY));
-            let Some(doc) = map else {
+                .and_then(|m| m.get_mut(JWKS_KEY))
+            else {
                 return (true, false);
             };
             let mut jwks = layout::read_jwks(doc);
             jwks.retain(|k| k.kid != kid);
             *doc = jwt_key_rotator::keys::Jwks { keys: jwks }.to_json();
-            // Without material to derive it from, the key's tokens can no longer be verified:
-            // the edit's doing, not the operator's.
-            if !Seen::of(objects).material.contains(&kid) {
-                world.checker.exempt.insert(kid);
-            }
             (true, true)
         }
         Fault::LoseStatus => {
