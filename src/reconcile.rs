@@ -41,7 +41,7 @@ const CONFLICT_RETRIES: u32 = 5;
 /// Even with nothing due, look again this often (cheap: a steady-state pass writes nothing).
 const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 /// A pass that saw the set from before our own status write looks again after this long, if
-/// the write's watch event has not started it sooner.
+/// the write's watch event has not started it sooner (it does, as soon as the cache has it).
 const CATCH_UP: Duration = Duration::from_millis(500);
 /// A pass that ran out of rounds with work due comes back after this long, not at once.
 const UNSETTLED_REQUEUE: Duration = Duration::from_secs(1);
@@ -67,8 +67,9 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// The watch caches of the sets' Secrets and ConfigMaps, which reconcile reads.
     pub caches: Caches,
-    /// The resourceVersion of our last status write per set, until a pass sees the set again.
-    pub status_written: Mutex<HashMap<String, String>>,
+    /// Our last status write per set: the resourceVersion it replaced (its precondition) and
+    /// the one it made, until the watch cache shows the set past the first.
+    pub status_written: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl Context {
@@ -94,24 +95,38 @@ impl Context {
         }
     }
 
-    /// Remembers our status write, whose watch event starts the set's next pass.
-    pub fn wrote_status(&self, set: &JwtKeySet) {
-        if let (Some(rv), Ok(mut written)) = (set.resource_version(), self.status_written.lock()) {
-            written.insert(set_key(set), rv);
+    /// Remembers our status write (made on the set at `replaced`), whose watch event starts the
+    /// set's next pass.
+    pub fn wrote_status(&self, replaced: Option<String>, set: &JwtKeySet) {
+        let (Some(replaced), Some(made)) = (replaced, set.resource_version()) else {
+            return;
+        };
+        // A write that changed nothing made no new version: there is nothing to wait for.
+        if replaced == made {
+            return;
+        }
+        if let Ok(mut written) = self.status_written.lock() {
+            written.insert(set_key(set), (replaced, made));
         }
     }
 
-    /// Whether the watch cache's copy of `set` is not the one our last status write made: a pass
-    /// started by our own Secret or ConfigMap write may outrun the status write's watch event,
-    /// and would weigh the set's old status (and write the status again). Such a pass waits
-    /// once: the event is on its way (or someone wrote after us, and the wait is short).
+    /// Whether the watch cache still shows `set` as it was before our last status write: a pass
+    /// started by our own Secret or ConfigMap write may outrun that write's watch event, and
+    /// would weigh the old status and write it again (conditionally on the old version: refused).
+    /// Exact, without ordering resourceVersions: the write was conditional on the version it
+    /// replaced, so the cache shows that one until it shows ours (or a later one).
     fn behind_own_status(&self, set: &JwtKeySet) -> bool {
         let Ok(mut written) = self.status_written.lock() else {
             return false;
         };
-        written
-            .remove(&set_key(set))
-            .is_some_and(|rv| set.resource_version() != Some(rv))
+        let key = set_key(set);
+        let behind = written
+            .get(&key)
+            .is_some_and(|(replaced, _)| set.resource_version().as_ref() == Some(replaced));
+        if !behind {
+            written.remove(&key);
+        }
+        behind
     }
 }
 

@@ -284,7 +284,7 @@ async fn apply_status(
         "kind": "JwtKeySet",
         "status": status,
     });
-    if let Some(rv) = rv {
+    if let Some(rv) = &rv {
         patch["metadata"] = json!({"resourceVersion": rv});
     }
     let sets: Api<JwtKeySet> = Api::namespaced(ctx.client.clone(), ns);
@@ -296,7 +296,7 @@ async fn apply_status(
         )
         .await
         .map_err(reconcile::conflict_or)?;
-    ctx.wrote_status(&written);
+    ctx.wrote_status(rv, &written);
     Ok(())
 }
 
