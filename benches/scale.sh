@@ -111,7 +111,7 @@ run_operator() {
   OP=$!
   for _ in $(seq 1 100); do grep -q "connected to the Kubernetes API server" "$DIR/operator-$n.log" && break; sleep 0.1; done
   # Under a wrapper, the operator is the wrapper's child: measure and stop that process.
-  [ -z "${WRAP:-}" ] || OP="$(ps --ppid "$OP" -o pid= | tr -d ' ' | head -1)"
+  [ -z "${WRAP:-}" ] || OP="$(ps --ppid "$OP" -o pid=,args= | awk -v op="$OPERATOR" '$2 == op {print $1}')"
   sleep 2   # its watches established
   local idle; idle=$(awk '/^VmRSS/ {print $2}' "/proc/$OP/status")
   requests >"$DIR/before"
