@@ -8,6 +8,7 @@
 //! |---|------|-----|
 //! | 1 | A key is identified by its own thumbprint: a record whose kid is not the thumbprint of its JWK loses the JWK; material is found in whatever file or encoding survives | names can be edited, mathematics cannot |
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
+//! | 2b | With the status lost, a key that signed keeps published for the longest retention a valid spec allows (16 rotation intervals) | the Secret may be a copy from before a tokenTTL was shortened; tokens signed under the longer one are alive |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again, and a forced rotation older than the active key's activation was served by it | an emptied or restored manifest must not rotate a second time |
@@ -145,6 +146,7 @@ pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Wei
     w.merge_records();
     w.forgotten_stay_retired();
     w.recover_unrecorded(policy);
+    w.status_lost_longest_retention(policy);
     w.attach_public_parts();
     w.drop_unpublishable();
     w.signing_key_signs_on(policy);
@@ -283,6 +285,21 @@ impl<'e> Weighing<'e> {
                     kid: kid.to_string(),
                     place: "the published JWKS",
                 });
+            }
+        }
+    }
+
+    /// Rule 2b: with the status lost, how long the tokens of a key that signed live is known
+    /// only from the Secret, which may be an older copy (from before a longer tokenTTL was
+    /// shortened): it is taken as the longest a valid spec with this interval allows.
+    fn status_lost_longest_retention(&mut self, policy: &Policy) {
+        if !self.evidence.memory.is_empty() {
+            return;
+        }
+        let longest = longest_valid_retention(policy);
+        for r in self.records.values_mut() {
+            if r.state != KeyState::Pending {
+                r.longest_retention = r.longest_retention.max(Some(longest));
             }
         }
     }
@@ -717,9 +734,6 @@ fn merge(a: KeyRecord, b: KeyRecord) -> KeyRecord {
 /// record (a tokenTTL shortened since it signed): it is taken as the longest a valid spec with
 /// this rotation interval allows.
 fn recovered(key: &FoundKey, now: Timestamp, policy: &Policy) -> KeyRecord {
-    let intervals = policy.rotation_interval.as_secs();
-    let longest = intervals.saturating_mul(super::policy::MAX_RETENTION_INTERVALS);
-    let longest = jiff::SignedDuration::from_secs(longest);
     KeyRecord {
         kid: key.kid.clone(),
         alg: key.alg,
@@ -731,8 +745,15 @@ fn recovered(key: &FoundKey, now: Timestamp, policy: &Policy) -> KeyRecord {
         retired_at: Some(now),
         expires_at: None,
         public_jwk: key.public_jwk.clone(),
-        longest_retention: Some(longest.max(policy.retention())),
+        longest_retention: Some(longest_valid_retention(policy)),
     }
+}
+
+/// The longest retention a valid spec with this rotation interval allows.
+fn longest_valid_retention(policy: &Policy) -> jiff::SignedDuration {
+    let intervals = policy.rotation_interval.as_secs();
+    let longest = intervals.saturating_mul(super::policy::MAX_RETENTION_INTERVALS);
+    jiff::SignedDuration::from_secs(longest).max(policy.retention())
 }
 
 /// The public part, from the material (derived), else the published JWKS, else the record.

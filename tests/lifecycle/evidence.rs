@@ -97,7 +97,7 @@ fn a_record_removed_from_the_manifest_comes_back_from_the_status() {
 }
 
 #[test]
-fn keys_recovered_with_both_records_lost_keep_the_longest_retention_a_spec_allows() {
+fn with_the_status_lost_keys_that_signed_keep_the_longest_retention_a_spec_allows() {
     let mut minter = Minter::default();
     let (m, [_, active, pending]) = rotated(&mut minter);
     let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Absent);
@@ -113,10 +113,19 @@ fn keys_recovered_with_both_records_lost_keep_the_longest_retention_a_spec_allow
             "{kid}"
         );
     }
-    // One record surviving keeps what it says.
+    // With only the status lost, the Secret may be an older copy (rule 2b): the keys that
+    // signed get the same, the pending key keeps what it says.
     let mut e = evidence(&m, &all_kids(&m));
     e.memory.clear();
     let w = weigh(&e, &quick(), t(181)).unwrap();
+    for k in &w.manifest.keys {
+        let expected = (k.state != KeyState::Pending)
+            .then_some(jiff::SignedDuration::from_secs(1600))
+            .or(m.get(&k.kid).and_then(|r| r.longest_retention));
+        assert_eq!(k.longest_retention, expected, "{}", k.kid);
+    }
+    // With the status intact, the records say how long tokens live.
+    let w = weigh(&evidence(&m, &all_kids(&m)), &quick(), t(181)).unwrap();
     assert_eq!(w.manifest, m);
 }
 
