@@ -148,10 +148,11 @@ pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Wei
     w.recover_unrecorded(policy);
     w.status_lost_longest_retention(policy);
     w.attach_public_parts();
-    w.drop_unpublishable();
     w.signing_key_signs_on(policy);
     w.unconfirmed_retirements_count_from_now();
     w.one_active(policy);
+    // After rule 7: a second active key it retires may have no public part left either.
+    w.drop_unpublishable();
     w.signers_retire_on_write();
     Ok(w.finish(policy))
 }

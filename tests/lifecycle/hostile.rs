@@ -139,8 +139,10 @@ enum Fault {
         state: usize,
         lose_status: bool,
     },
-    /// A key's public part removed everywhere by hand: from its record, from the JWKS, and
-    /// the status lost.
+    /// A retired key's public part removed everywhere by hand: from its record, from the
+    /// JWKS, and the status lost (what rule 8 answers for). A key with material left would
+    /// only lose its publication: with a later restore of both objects on top, that is
+    /// beyond what any evidence can tell.
     ForgetPublicPart(usize),
     /// Two changes at once.
     Both(Box<Fault>, Box<Fault>),
@@ -711,9 +713,24 @@ fn fault_changes(world: &mut World, fault: &Fault) -> (bool, bool) {
             (edited, false)
         }
         Fault::ForgetPublicPart(n) => {
-            let Some(kid) = edit_record(objects, *n, |k| k.public_jwk = None) else {
+            let retired: Vec<String> = manifest_of(objects)
+                .map(|m| m.keys.into_iter().filter(|k| k.state == KeyState::Retired))
+                .into_iter()
+                .flatten()
+                .map(|k| k.kid)
+                .collect();
+            let Some(kid) = retired
+                .get(n.checked_rem(retired.len()).unwrap_or(0))
+                .cloned()
+            else {
                 return (false, false);
             };
+            let Some(i) =
+                manifest_of(objects).and_then(|m| m.keys.iter().position(|k| k.kid == kid))
+            else {
+                return (false, false);
+            };
+            edit_record(objects, i, |k| k.public_jwk = None);
             objects.status.clear();
             objects.status_rotation_request = None;
             // Without material to derive it from, the key's tokens can no longer be verified:
