@@ -8,16 +8,17 @@
 //! |---|------|-----|
 //! | 1 | A key is identified by its own thumbprint: a record whose kid is not the thumbprint of its JWK loses the JWK; material is found in whatever file or encoding survives | names can be edited, mathematics cannot |
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
-//! | 2b | With the status lost, a key that signed keeps published for the longest retention a valid spec allows (16 rotation intervals) | the Secret may be a copy from before a tokenTTL was shortened; tokens signed under the longer one are alive |
+//! | 2b | With the status lost, every key keeps published for the longest retention a valid spec allows (16 rotation intervals) once it retires, and a retired key counts as retired from now | the Secret may be a copy from before a tokenTTL was shortened, or from when a key that signed since was pending, or its times edited; tokens signed under the longer TTL are alive |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again, and a forced rotation older than the active key's activation was served by it | an emptied or restored manifest must not rotate a second time |
-//! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
+//! | 4 | Times more than a minute in the future are clamped to now; a pending record with an activation or retirement time is retired; other times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
 //! | 5b | A pending key the status does not list, while it lists a key created after its publication, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot, or active in the status) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
-//! | 7b | With no active record, a retired or pending record of the key in the signing slot (not revoked; named active by the status, or the status lost) is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
+//! | 7b | With no active record, a retired or pending record of the key in the signing slot (not revoked; named active by the status, or the status lost), or else of the key the status names active whose material survives, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
+//! | 7c | An active record whose key is not in the signing slot, while the slot holds another key of the set (not revoked; named active by the status, or the status lost) that the status does not contradict, is wrong: it goes back to pending when the status says so, else retires now, and the slot's key signs on (7b) | the operator activates a key in the same write that puts it in the signing slot; an edited state must not make a key sign before its lead |
 //! | 8 | A retired key with no public JWK left anywhere cannot be published and is dropped; keys with material are never dropped here | only expiry, revocation or loss of every encoding removes a key |
 //! | 9 | A manifest of a newer version blocks: nothing is written | never destroy what a newer operator wrote |
 //!
@@ -148,6 +149,7 @@ pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Wei
     w.recover_unrecorded(policy);
     w.status_lost_longest_retention(policy);
     w.attach_public_parts();
+    w.unconfirmed_activation_steps_back(policy);
     w.signing_key_signs_on(policy);
     w.unconfirmed_retirements_count_from_now();
     w.one_active(policy);
@@ -290,17 +292,20 @@ impl<'e> Weighing<'e> {
         }
     }
 
-    /// Rule 2b: with the status lost, how long the tokens of a key that signed live is known
-    /// only from the Secret, which may be an older copy (from before a longer tokenTTL was
-    /// shortened): it is taken as the longest a valid spec with this interval allows.
+    /// Rule 2b: with the status lost, how long the tokens of a key live is known only from the
+    /// Secret, which may be an older copy: from before a longer tokenTTL was shortened, or from
+    /// when a key that signed since was still pending. Every key is taken to live as long as
+    /// a valid spec with this interval allows, and a retired key as retired from now.
     fn status_lost_longest_retention(&mut self, policy: &Policy) {
         if !self.evidence.memory.is_empty() {
             return;
         }
         let longest = longest_valid_retention(policy);
         for r in self.records.values_mut() {
-            if r.state != KeyState::Pending {
-                r.longest_retention = r.longest_retention.max(Some(longest));
+            r.longest_retention = r.longest_retention.max(Some(longest));
+            // Nor does anything vouch for when a key retired (a copy, or an edited time).
+            if r.state == KeyState::Retired {
+                self.retire_on_write.insert(r.kid.clone());
             }
         }
     }
@@ -372,6 +377,93 @@ impl<'e> Weighing<'e> {
         });
     }
 
+    /// The key in the signing slot that may sign on (rule 7b): of the set, not active, not
+    /// revoked, and named active by the status (or the status is lost). A key the status
+    /// remembers as retired or pending was taken out of signing by the operator.
+    fn slot_key_vouched(&self, policy: &Policy) -> Option<String> {
+        let memory = &self.evidence.memory;
+        let status_active = |kid: &str| {
+            memory
+                .iter()
+                .any(|m| m.kid == kid && m.state == KeyState::Active)
+        };
+        self.records
+            .values()
+            .filter(|r| {
+                r.state != KeyState::Active
+                    && self.signing.contains(r.kid.as_str())
+                    && !policy.revoked_kids.contains(&r.kid)
+                    && (memory.is_empty() || status_active(&r.kid))
+            })
+            .max_by_key(|r| (r.activated_at, r.kid.clone()))
+            .map(|r| r.kid.clone())
+    }
+
+    /// Failing that (a restored Secret's slot holds an older key), the key the status names
+    /// active, its material surviving in any slot: the status is the operator's own, later
+    /// record, and a retirement never written with a successor was not the operator's.
+    fn status_active_with_material(&self, policy: &Policy) -> Option<String> {
+        let memory = &self.evidence.memory;
+        memory
+            .iter()
+            .filter(|m| m.state == KeyState::Active)
+            .filter(|m| self.found.contains_key(m.kid.as_str()))
+            .filter(|m| !policy.revoked_kids.contains(&m.kid))
+            .filter(|m| {
+                self.records
+                    .get(&m.kid)
+                    .is_some_and(|r| r.state != KeyState::Active)
+            })
+            .map(|m| m.kid.clone())
+            .max()
+    }
+
+    /// Rule 7c: the operator activates a key in the same write that puts it in the signing
+    /// slot. An active record whose key is not there, while the slot holds a key the status
+    /// (or, lost, nothing) contradicts, was never an activation: an edited `state`. Left
+    /// active, the planner would move it into the slot at once, before verifiers had it for
+    /// `publishLead`. It goes back to pending when the status says it was (its lead counts as
+    /// before), else retires now, and the slot's key signs on (rule 7b).
+    fn unconfirmed_activation_steps_back(&mut self, policy: &Policy) {
+        if self.slot_key_vouched(policy).is_none() {
+            return;
+        }
+        let memory = &self.evidence.memory;
+        let status_state = |kid: &str| memory.iter().find(|m| m.kid == kid).map(|m| m.state);
+        let unconfirmed: Vec<String> = self
+            .records
+            .values()
+            .filter(|r| r.state == KeyState::Active && !self.signing.contains(r.kid.as_str()))
+            .filter(|r| status_state(&r.kid) != Some(KeyState::Active))
+            .map(|r| r.kid.clone())
+            .collect();
+        for kid in unconfirmed {
+            let pending = status_state(&kid) == Some(KeyState::Pending);
+            let Some(r) = self.records.get_mut(&kid) else {
+                continue;
+            };
+            r.expires_at = None;
+            if pending {
+                r.state = KeyState::Pending;
+                r.activated_at = None;
+                r.retired_at = None;
+            } else {
+                r.state = KeyState::Retired;
+                r.retired_at = Some(self.now);
+                self.retire_on_write.insert(kid.clone());
+            }
+            let now = if pending {
+                "pending"
+            } else {
+                "retired from now"
+            };
+            self.findings.push(Finding::RecordCorrected {
+                kid,
+                what: format!("active but never in the signing slot; {now}"),
+            });
+        }
+    }
+
     /// Rule 7b: with no active record left, a retired or pending record of the key signers use
     /// now (its material in the signing slot, not revoked) is wrong: the operator never retires
     /// a key without naming its successor in the same write, and never puts a pending key in
@@ -382,27 +474,10 @@ impl<'e> Weighing<'e> {
         if self.records.values().any(|r| r.state == KeyState::Active) {
             return;
         }
-        let memory = &self.evidence.memory;
-        let status_active = |kid: &str| {
-            memory
-                .iter()
-                .any(|m| m.kid == kid && m.state == KeyState::Active)
-        };
-        // Signers use it now: it signs on unless the status says the operator took it out of
-        // signing. Out of the JWKS (an edit, a restore), the next write publishes it first.
-        let vouched = |kid: &str| memory.is_empty() || status_active(kid);
-        let candidate = self
-            .records
-            .values()
-            .filter(|r| {
-                r.state != KeyState::Active
-                    && self.signing.contains(r.kid.as_str())
-                    && !policy.revoked_kids.contains(&r.kid)
-                    && vouched(&r.kid)
-            })
-            .max_by_key(|r| (r.activated_at, r.kid.clone()))
-            .map(|r| r.kid.clone());
-        let Some(kid) = candidate else {
+        let Some(kid) = self
+            .slot_key_vouched(policy)
+            .or_else(|| self.status_active_with_material(policy))
+        else {
             return;
         };
         let mut was = "retired";
@@ -418,7 +493,7 @@ impl<'e> Weighing<'e> {
         self.retire_on_write.remove(&kid);
         self.findings.push(Finding::RecordCorrected {
             kid,
-            what: format!("{was} with no active key; the key signers use signs on"),
+            what: format!("{was} with no active key; it signs on"),
         });
     }
 
@@ -673,6 +748,12 @@ fn checked(record: &KeyRecord, now: Timestamp, findings: &mut Vec<Finding>) -> O
         note("a time in the future was set to now");
     }
     r.created_at = created.unwrap_or(now);
+    // The operator never writes a pending record with an activation or retirement: its times
+    // say the key signed (an edited state), and its tokens may be alive.
+    if r.state == KeyState::Pending && (r.activated_at.is_some() || r.retired_at.is_some()) {
+        r.state = KeyState::Retired;
+        note("pending, but its times say it signed: retired");
+    }
     fit_times_to_state(&mut r, now);
     Some(r)
 }

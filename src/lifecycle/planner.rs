@@ -290,6 +290,8 @@ impl<'p> Planning<'p> {
         };
         let index = match best_pending(&self.keys, self.policy) {
             Some(i) => i,
+            // Even at MAX_KEYS: a set nothing can sign with is worse than one key over the
+            // limit, and the render cap still bounds the Secret.
             None => self.mint(mint)?,
         };
         activate(&mut self.keys[index], self.now, why, &mut self.transitions);

@@ -113,17 +113,21 @@ fn with_the_status_lost_keys_that_signed_keep_the_longest_retention_a_spec_allow
             "{kid}"
         );
     }
-    // With only the status lost, the Secret may be an older copy (rule 2b): the keys that
-    // signed get the same, the pending key keeps what it says.
+    // With only the status lost, the Secret may be an older copy (rule 2b): every key in it
+    // may have signed since, a pending one included, under a tokenTTL shortened since.
     let mut e = evidence(&m, &all_kids(&m));
     e.memory.clear();
     let w = weigh(&e, &quick(), t(181)).unwrap();
     for k in &w.manifest.keys {
-        let expected = (k.state != KeyState::Pending)
-            .then_some(jiff::SignedDuration::from_secs(1600))
-            .or(m.get(&k.kid).and_then(|r| r.longest_retention));
-        assert_eq!(k.longest_retention, expected, "{}", k.kid);
+        let longest = Some(jiff::SignedDuration::from_secs(1600));
+        assert_eq!(k.longest_retention, longest, "{}", k.kid);
     }
+    // Nor when a key retired: its retirement (a copy's, or an edited time) counts from now.
+    assert_eq!(
+        w.retire_on_write,
+        BTreeSet::from([m.keys[0].kid.clone()]),
+        "the retired key"
+    );
     // With the status intact, the records say how long tokens live.
     let w = weigh(&evidence(&m, &all_kids(&m)), &quick(), t(181)).unwrap();
     assert_eq!(w.manifest, m);
@@ -186,6 +190,67 @@ fn an_active_record_edited_to_retired_signs_on_when_no_key_took_over() {
     )
     .unwrap();
     assert_eq!(state(&w.manifest, &active), Some(KeyState::Retired));
+}
+
+#[test]
+fn the_status_s_active_key_signs_on_when_a_restored_secret_holds_an_older_key_in_the_slot() {
+    let mut minter = Minter::default();
+    let (m, [retired, active, pending]) = rotated(&mut minter);
+    // The Secret restored to before the rotation: `retired` signed, `active` was pending; and
+    // `active`'s record edited to retired. The status remembers the truth.
+    let mut restored = m.clone();
+    restored.keys.retain(|k| k.kid != pending);
+    for k in restored.keys.iter_mut() {
+        k.state = KeyState::Retired;
+        k.retired_at = Some(t(99));
+    }
+    let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Read(restored));
+    if let Some(s) = e.secret.as_mut() {
+        for f in s.found.iter_mut() {
+            f.slots = BTreeSet::from([if f.kid == retired {
+                jwt_key_rotator::lifecycle::Slot::Signing
+            } else {
+                jwt_key_rotator::lifecycle::Slot::Pending
+            }]);
+        }
+        s.named_signing = Some(retired.clone());
+    }
+    let w = weigh(&e, &quick(), t(181)).unwrap();
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
+    assert_eq!(state(&w.manifest, &retired), Some(KeyState::Retired));
+}
+
+#[test]
+fn a_pending_record_edited_to_active_waits_its_lead_while_the_key_signers_use_signs_on() {
+    let mut minter = Minter::default();
+    let (mut m, [_, active, pending]) = rotated(&mut minter);
+    let e = evidence(&m, &all_kids(&m));
+    for k in m.keys.iter_mut() {
+        if k.kid == pending {
+            k.state = KeyState::Active;
+        }
+        if k.kid == active {
+            k.state = KeyState::Retired;
+            k.retired_at = Some(t(181));
+        }
+    }
+    let edited = with_manifest(e, ManifestRead::Read(m));
+    let w = weigh(&edited, &quick(), t(181)).unwrap();
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
+    let p = w.manifest.get(&pending).expect("kept");
+    assert_eq!(
+        p.state,
+        KeyState::Pending,
+        "the status says it never signed"
+    );
+    assert_eq!(p.activated_at, None);
+    // With the status lost too, nothing says it waited its lead: it may not sign.
+    let mut lost = edited;
+    lost.memory.clear();
+    let w = weigh(&lost, &quick(), t(181)).unwrap();
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
+    assert_eq!(state(&w.manifest, &pending), Some(KeyState::Retired));
+    assert!(w.retire_on_write.contains(&pending));
 }
 
 #[test]
@@ -255,12 +320,10 @@ fn the_status_s_active_key_retires_no_earlier_than_now_whatever_a_restored_recor
     record.retired_at = Some(t(100));
     record.expires_at = Some(t(150));
     let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Read(restored));
-    // Not in the signing slot any more (the restored copy's signing key is another).
+    // Its material is not in the restored copy (else it would sign on, rule 7b).
     if let Some(s) = e.secret.as_mut() {
         s.named_signing = None;
-        for f in s.found.iter_mut() {
-            f.slots.remove(&jwt_key_rotator::lifecycle::Slot::Signing);
-        }
+        s.found.retain(|f| f.kid != active);
     }
     let w = weigh(&e, &quick(), t(181)).unwrap();
     let k = w.manifest.get(&active).expect("kept");
@@ -387,6 +450,26 @@ fn times_far_in_the_future_are_clamped_and_later_claims_win() {
             .iter()
             .any(|f| matches!(f, Finding::RecordCorrected { .. }))
     );
+}
+
+#[test]
+fn a_record_edited_to_pending_whose_times_say_it_signed_stays_retired() {
+    let mut minter = Minter::default();
+    let (mut m, [retired, _, _]) = rotated(&mut minter);
+    let e = evidence(&m, &all_kids(&m));
+    if let Some(k) = m.keys.iter_mut().find(|k| k.kid == retired) {
+        k.state = KeyState::Pending;
+    }
+    let mut alone = with_manifest(e, ManifestRead::Read(m));
+    alone.memory.clear();
+    let w = weigh(&alone, &quick(), t(181)).unwrap();
+    let k = w.manifest.get(&retired).expect("kept");
+    assert_eq!(
+        k.state,
+        KeyState::Retired,
+        "it activated and retired: it may not sign again"
+    );
+    assert!(k.retired_at.is_some());
 }
 
 #[test]

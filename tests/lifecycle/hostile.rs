@@ -144,6 +144,17 @@ enum Fault {
     /// only lose its publication: with a later restore of both objects on top, that is
     /// beyond what any evidence can tell.
     ForgetPublicPart(usize),
+    /// The next status write is refused: the status lags the Secret.
+    RefuseStatus,
+    /// A record's time edited back (the status kept): field 0 createdAt, 1 activatedAt, 2
+    /// retiredAt (its expiresAt moved back as much). Not publishedAt: while the status lags a
+    /// publication (its write refused), nothing bounds how far back one may be moved; the
+    /// status has no time of its own to tell (a known limit, see the README).
+    EditTimeBack {
+        record: usize,
+        field: usize,
+        back: i64,
+    },
     /// Two changes at once.
     Both(Box<Fault>, Box<Fault>),
     /// The custom resource is recreated (its status lost) and a manifest record's time is
@@ -205,11 +216,13 @@ fn one_fault() -> impl Strategy<Value = Fault> {
         1 => n.clone().prop_map(Fault::PlantPendingMaterial),
         1 => Just(Fault::LoseStatus),
         1 => Just(Fault::NewerManifest),
-        // With the status lost too, an edited state can make a pending key look active with
-        // nothing left to contradict it but the signing slot: an open case (see issue 8).
-        1 => (n.clone(), 0usize..3)
-            .prop_map(|(record, state)| Fault::EditState { record, state, lose_status: false }),
+        1 => (n.clone(), 0usize..3, any::<bool>()).prop_map(|(record, state, lose_status)| {
+            Fault::EditState { record, state, lose_status }
+        }),
         1 => n.clone().prop_map(Fault::ForgetPublicPart),
+        1 => Just(Fault::RefuseStatus),
+        1 => (n.clone(), 0usize..3, 1i64..100_000)
+            .prop_map(|(record, field, back)| Fault::EditTimeBack { record, field, back }),
         1 => (n.clone(), 0usize..4, prop_oneof![0i64..120, 0i64..40_000_000])
             .prop_map(|(record, field, ahead)| Fault::EditTimeAhead { record, field, ahead }),
     ]
@@ -310,6 +323,8 @@ struct World {
     emergency_reads: usize,
     /// Faults that hit this pass's read (after it read, before a write).
     during_hit: usize,
+    /// The next status write is refused.
+    refuse_status: bool,
     checker: Checker,
 }
 
@@ -434,6 +449,7 @@ impl World {
             request_forgotten: false,
             emergency_reads: 0,
             during_hit: 0,
+            refuse_status: false,
             checker: Checker::default(),
         }
     }
@@ -721,6 +737,26 @@ fn fault_changes(world: &mut World, fault: &Fault) -> (bool, bool) {
             (true, false)
         }
         Fault::NewerManifest => (set_manifest_version(objects, MANIFEST_VERSION + 1), false),
+        Fault::RefuseStatus => {
+            world.refuse_status = true;
+            (false, false)
+        }
+        Fault::EditTimeBack {
+            record,
+            field,
+            back,
+        } => {
+            let back = secs(*back);
+            let edited = edit_record(objects, *record, |k| match field {
+                0 => k.created_at -= back,
+                1 => k.activated_at = k.activated_at.map(|t| t - back),
+                _ => {
+                    k.retired_at = k.retired_at.map(|t| t - back);
+                    k.expires_at = k.expires_at.map(|t| t - back);
+                }
+            });
+            (edited.is_some(), false)
+        }
         Fault::EditState {
             record,
             state,
@@ -1022,6 +1058,20 @@ impl Checker {
                 "kept keys with no public part at {}: {:?}",
                 now,
                 unpublishable
+            );
+            // A set holds at most MAX_KEYS keys: none is created beyond them (keys restored or
+            // recovered may outnumber them until they expire), unless no key can sign: one must.
+            let created: Vec<_> = keys
+                .iter()
+                .filter(|k| minted.contains(&k.kid) && !self.stored.contains(&k.kid))
+                .map(|k| &k.kid)
+                .collect();
+            prop_assert!(
+                keys.len() <= lifecycle::MAX_KEYS || created.is_empty() || self.emergency,
+                "{} keys held at {} with {:?} created",
+                keys.len(),
+                now,
+                created
             );
             self.stored.extend(keys.into_iter().map(|k| k.kid));
         }
@@ -1330,15 +1380,19 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
                         world.checker.failure.get_or_insert(e.to_string());
                     }
                 }
-                world.objects.status = converged
-                    .plan
-                    .manifest
-                    .keys
-                    .iter()
-                    .map(KeyStatus::from)
-                    .collect();
-                world.objects.status_rotation_request =
-                    converged.plan.manifest.rotation_request.clone();
+                if std::mem::take(&mut world.refuse_status) {
+                    trace(|| format!("status write refused at {}", world.now));
+                } else {
+                    world.objects.status = converged
+                        .plan
+                        .manifest
+                        .keys
+                        .iter()
+                        .map(KeyStatus::from)
+                        .collect();
+                    world.objects.status_rotation_request =
+                        converged.plan.manifest.rotation_request.clone();
+                }
                 // The cluster changed under the pass after it read: its watch runs it again.
                 if world.during_hit > 0 {
                     world.during.clear();
@@ -1606,6 +1660,61 @@ proptest! {
             excused || again.is_empty(),
             "the rotation requested at {} and honoured at {} happened again by {}: {:?}",
             asked, since, world.now, again
+        );
+    }
+}
+
+/// A spec with the longest retention a valid spec allows, and a burst of rotate requests that
+/// outnumbers the keys a set may hold (each after some seconds, and sometimes a record fault).
+fn burst_scenario() -> impl Strategy<Value = (Policy, Vec<(i64, Option<Event>)>)> {
+    (10i64..120, algorithm())
+        .prop_flat_map(|(ri, alg)| (Just(ri), Just(alg), 1..ri / 2))
+        .prop_flat_map(|(ri, alg, pl)| {
+            let ttl = lifecycle::MAX_RETENTION_INTERVALS * ri;
+            let fault = prop::option::weighted(0.05, record_fault());
+            let requests = lifecycle::MAX_KEYS + 2..lifecycle::MAX_KEYS + 10;
+            (
+                Just(policy(alg, ri, pl, 0, ttl, 0)),
+                prop::collection::vec((pl + 1..pl + 6, fault), requests),
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config({
+        let mut c = config();
+        c.cases = (c.cases / 40).max(1);
+        c
+    })]
+
+    /// Rotate requests faster than keys expire: the set stops at MAX_KEYS keys (the rotation
+    /// waits for the oldest to expire) and no token breaks on the way.
+    #[test]
+    fn a_burst_of_rotate_requests_holds_at_the_key_limit((policy, events) in burst_scenario()) {
+        let mut world = World::new(policy);
+        let mut unwritten = Unwritten::default();
+        let mut last = pass(&mut world, &mut unwritten);
+        let mut held = false;
+        for (gap, fault) in &events {
+            let to = world.now + secs(*gap);
+            advance(&mut world, &mut unwritten, &mut last, to);
+            for event in fault.iter().chain([&Event::RequestRotation]) {
+                happen(&mut world, &mut unwritten, &mut last, event);
+                held |= last.as_ref().is_some_and(|c| c.plan.held_at_limit);
+            }
+            if let Some(failure) = &world.checker.failure {
+                prop_assert!(false, "{}", failure);
+            }
+        }
+        let alg = world.policy.algorithm;
+        let pool_dry = world.minted.get(&alg).copied().unwrap_or(0) >= pools().minted[&alg].len();
+        // A fault may take keys away (a restored copy holds fewer): then the limit may not be
+        // reached; without one, every request makes a key until it is.
+        let faults = events.iter().any(|(_, f)| f.is_some());
+        prop_assert!(
+            held || pool_dry || faults,
+            "{} requests never reached the key limit",
+            events.len()
         );
     }
 }

@@ -44,8 +44,11 @@ ev-3b-forgotten-stay-retired | src/lifecycle/evidence.rs | fn forgotten_stay_ret
 ev-3c-request-honoured-once | src/lifecycle/evidence.rs | let remembered = self.evidence.remembered_rotation_request.clone(); | let remembered: Option<String> = None;
 ev-3c-forced-rotation-served | src/lifecycle/evidence.rs | .filter(|t| active_since.is_none_or(|a| a < *t)); | .filter(|t| true || active_since.is_none_or(|a| a < *t));
 ev-3-unpublished-waits-longest | src/lifecycle/evidence.rs | let unpublished = state == KeyState::Pending && b.published_at.is_none(); | let unpublished = false;
-ev-2-recovered-longest-retention | src/lifecycle/evidence.rs | longest_retention: Some(longest.max(policy.retention())), | longest_retention: None,
+ev-2-recovered-longest-retention | src/lifecycle/evidence.rs | longest_retention: Some(longest_valid_retention(policy)), | longest_retention: None,
+ev-2b-retired-counts-from-now | src/lifecycle/evidence.rs | if r.state == KeyState::Retired {\n                self.retire_on_write.insert | if false {\n                self.retire_on_write.insert
+ev-2b-status-lost-longest-retention | src/lifecycle/evidence.rs | fn status_lost_longest_retention(&mut self, policy: &Policy) {\n | fn status_lost_longest_retention(&mut self, policy: &Policy) {\n        return;\n
 ev-4-clamp-future | src/lifecycle/evidence.rs | Some(at) if *at > add(now, FUTURE_TOLERANCE) => { | Some(at) if false && *at > add(now, FUTURE_TOLERANCE) => {
+ev-4-pending-with-times-retired | src/lifecycle/evidence.rs | if r.state == KeyState::Pending && (r.activated_at.is_some() || r.retired_at.is_some()) { | if false {
 ev-4-times-fit-state | src/lifecycle/evidence.rs | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n    return;\n
 ev-5-unseen-unpublished | src/lifecycle/evidence.rs | if !seen {\n                    record.published_at = None;\n                } else if forgotten { | if forgotten {
 ev-5b-forgotten-pending-waits | src/lifecycle/evidence.rs | } else if forgotten { | } else if false && forgotten {
@@ -54,6 +57,8 @@ ev-6-status-active-retires-on-write | src/lifecycle/evidence.rs | .chain(remembe
 ev-7-one-active | src/lifecycle/evidence.rs | fn one_active(&mut self, policy: &Policy) {\n | fn one_active(&mut self, policy: &Policy) {\n        return;\n
 ev-7b-pending-in-slot | src/lifecycle/evidence.rs | r.state != KeyState::Active\n                    && self.signing.contains | r.state == KeyState::Retired\n                    && self.signing.contains
 ev-7b-signing-key-signs-on | src/lifecycle/evidence.rs | fn signing_key_signs_on(&mut self, policy: &Policy) {\n | fn signing_key_signs_on(&mut self, policy: &Policy) {\n        return;\n
+ev-7b-status-active-with-material | src/lifecycle/evidence.rs | fn status_active_with_material(&self, policy: &Policy) -> Option<String> {\n | fn status_active_with_material(&self, policy: &Policy) -> Option<String> {\n        return None;\n
+ev-7c-unconfirmed-activation-steps-back | src/lifecycle/evidence.rs | fn unconfirmed_activation_steps_back(&mut self, policy: &Policy) {\n | fn unconfirmed_activation_steps_back(&mut self, policy: &Policy) {\n        return;\n
 ev-8-drop-unpublishable | src/lifecycle/evidence.rs | fn drop_unpublishable(&mut self) {\n | fn drop_unpublishable(&mut self) {\n        return;\n
 ev-9-newer-manifest-blocks | src/lifecycle/evidence.rs | ManifestRead::Newer(version) => Err(Blocked::NewerManifest(*version)), | ManifestRead::Newer(_) => Ok(None),
 ev-unconfirmed-retirement | src/lifecycle/evidence.rs | fn unconfirmed_retirements_count_from_now(&mut self) {\n | fn unconfirmed_retirements_count_from_now(&mut self) {\n        return;\n
