@@ -8,7 +8,7 @@
 //! |---|------|-----|
 //! | 1 | A key is identified by its own thumbprint: a record whose kid is not the thumbprint of its JWK loses the JWK; material is found in whatever file or encoding survives | names can be edited, mathematics cannot |
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
-//! | 2b | With the status lost, every key keeps published for the longest retention a valid spec allows (16 rotation intervals) once it retires, and a retired key counts as retired from now | the Secret may be a copy from before a tokenTTL was shortened, or from when a key that signed since was pending, or its times edited; tokens signed under the longer TTL are alive |
+//! | 2b | With the status lost, every key keeps published for the longest retention a valid spec allows (16 rotation intervals) once it retires, a retired key counts as retired from now, and a pending key as published from now | the Secret may be a copy from before a tokenTTL was shortened, or from when a key that signed since was pending, or its times edited; tokens signed under the longer TTL are alive, and verifiers may have lost a pending key since the copy |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again, and a forced rotation older than the active key's activation was served by it | an emptied or restored manifest must not rotate a second time |
@@ -295,7 +295,8 @@ impl<'e> Weighing<'e> {
     /// Rule 2b: with the status lost, how long the tokens of a key live is known only from the
     /// Secret, which may be an older copy: from before a longer tokenTTL was shortened, or from
     /// when a key that signed since was still pending. Every key is taken to live as long as
-    /// a valid spec with this interval allows, and a retired key as retired from now.
+    /// a valid spec with this interval allows, a retired key as retired from now, and a
+    /// pending key as published from now.
     fn status_lost_longest_retention(&mut self, policy: &Policy) {
         if !self.evidence.memory.is_empty() {
             return;
@@ -303,9 +304,16 @@ impl<'e> Weighing<'e> {
         let longest = longest_valid_retention(policy);
         for r in self.records.values_mut() {
             r.longest_retention = r.longest_retention.max(Some(longest));
-            // Nor does anything vouch for when a key retired (a copy, or an edited time).
-            if r.state == KeyState::Retired {
-                self.retire_on_write.insert(r.kid.clone());
+            // Nor does anything vouch for when a key retired or was published (a copy, or an
+            // edited time): verifiers may have lost a pending key since the copy was taken.
+            match r.state {
+                KeyState::Retired => {
+                    self.retire_on_write.insert(r.kid.clone());
+                }
+                KeyState::Pending => {
+                    r.published_at = r.published_at.map(|at| at.max(self.now));
+                }
+                KeyState::Active => {}
             }
         }
     }

@@ -515,26 +515,6 @@ impl World {
         let seen = Seen::of(&self.objects);
         self.checker
             .someone_changed(&seen, &self.objects, &self.policy, self.now, changed.1);
-        if changed.0 && changed.1 && self.objects.status.is_empty() {
-            self.restored_publications();
-        }
-    }
-
-    /// Both objects put back with the status lost: whether verifiers lost a pending key since
-    /// the restored copy's publication is beyond any evidence left; the copy's word is all
-    /// anyone can know.
-    fn restored_publications(&mut self) {
-        let records = manifest_of(&self.objects)
-            .map(|m| m.keys)
-            .unwrap_or_default();
-        for r in records.iter().filter(|r| r.state == KeyState::Pending) {
-            let (Some(at), Some(since)) =
-                (r.published_at, self.checker.published_since.get_mut(&r.kid))
-            else {
-                continue;
-            };
-            *since = (*since).min(at + self.skew);
-        }
     }
 }
 
