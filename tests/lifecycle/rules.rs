@@ -7,7 +7,7 @@ use jwt_key_rotator::lifecycle::{
     Activation, KeyState, Manifest, Observed, Policy, Transition, plan,
 };
 
-use super::{Minter, all_kids, policy, run, secs, settle, t};
+use super::{Minter, all_kids, policy, run, secs, settle, t, with_cache};
 
 fn state_of(m: &Manifest, kid: &str) -> Option<KeyState> {
     m.get(kid).map(|k| k.state)
@@ -476,4 +476,82 @@ fn retention_counts_from_the_acknowledged_retirement_write() {
         !manifest.confirm_retired(&retiring, t(99), &quick()),
         "never earlier"
     );
+}
+
+/// ri=100s, lead=20s, propagation=5s, verifiers caching 15s, ttl=30s, skew=2s: the lead is
+/// exactly propagationDelay + verifierCacheTTL.
+fn cached() -> Policy {
+    with_cache(quick(), 15)
+}
+
+#[test]
+fn a_key_signs_only_after_propagation_delay_plus_verifier_cache_ttl_of_publication() {
+    // A policy validate() refuses (lead 10s < 5s + 15s): the planner holds the rule anyway.
+    let short_lead = with_cache(policy(Algorithm::ES256, 100, 10, 5, 30, 2), 15);
+    assert_eq!(short_lead.signing_lead(), secs(20));
+    let mut minter = Minter::default();
+    let (p, _) = settle(&short_lead, &Manifest::empty(), t(0), &mut minter);
+    assert_eq!(
+        p.wake_at,
+        t(80),
+        "the next key is made 5s + 15s before it is due"
+    );
+    // The pending key is stored at 80, but the JWKS write fails until 85.
+    let stored = run(
+        &short_lead,
+        &p.manifest,
+        &all_kids(&p.manifest),
+        t(80),
+        &mut minter,
+    );
+    let pending = stored.manifest.keys[1].kid.clone();
+    let (p, _) = settle(&short_lead, &stored.manifest, t(85), &mut minter);
+    assert_eq!(p.manifest.get(&pending).unwrap().published_at, Some(t(85)));
+    // Due at 100 and published for publishLead (10s) since 95; but a verifier that fetched at
+    // 84 holds its copy until 99, and pods see the new one up to 5s after that.
+    let (due, _) = settle(&short_lead, &p.manifest, t(104), &mut minter);
+    assert_eq!(state_of(&due.manifest, &pending), Some(KeyState::Pending));
+    assert_eq!(due.next_rotation_at, Some(t(105)));
+    let (later, _) = settle(&short_lead, &p.manifest, t(105), &mut minter);
+    assert_eq!(state_of(&later.manifest, &pending), Some(KeyState::Active));
+}
+
+#[test]
+fn verifier_caches_do_not_lengthen_the_retention_of_a_retired_key() {
+    // A key taken out of the JWKS lingers in caches, which only accepts tokens longer: the key
+    // must be published while a token it signed is valid, and no longer.
+    let mut minter = Minter::default();
+    let (p, _) = settle(&cached(), &Manifest::empty(), t(0), &mut minter);
+    let first = p.manifest.keys[0].kid.clone();
+    let (p, _) = settle(&cached(), &p.manifest, t(80), &mut minter);
+    let (p, _) = settle(&cached(), &p.manifest, t(100), &mut minter);
+    assert_eq!(
+        p.manifest.get(&first).unwrap().expires_at,
+        Some(t(137)),
+        "retiredAt + propagationDelay + tokenTTL + clockSkew, with no cache time"
+    );
+}
+
+#[test]
+fn a_pending_key_that_left_the_jwks_waits_propagation_delay_plus_cache_ttl_from_its_return() {
+    let mut minter = Minter::default();
+    let (p, _) = settle(&cached(), &Manifest::empty(), t(0), &mut minter);
+    let first = p.manifest.keys[0].kid.clone();
+    let (p, _) = settle(&cached(), &p.manifest, t(80), &mut minter);
+    let pending = p.manifest.keys[1].kid.clone();
+    // At 90 an older JWKS is restored: verifiers fetching now cache a copy without the key.
+    let restored = super::evidence(&p.manifest, &BTreeSet::from([first]));
+    let (back, _) = super::settle_from(&cached(), &restored, t(90), &mut minter);
+    assert_eq!(
+        back.manifest.get(&pending).unwrap().published_at,
+        Some(t(90))
+    );
+    let (due, _) = settle(&cached(), &back.manifest, t(109), &mut minter);
+    assert_eq!(
+        state_of(&due.manifest, &pending),
+        Some(KeyState::Pending),
+        "due at 100, but a copy fetched at 90 lives until 105 and reaches pods by 110"
+    );
+    let (later, _) = settle(&cached(), &back.manifest, t(110), &mut minter);
+    assert_eq!(state_of(&later.manifest, &pending), Some(KeyState::Active));
 }
