@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 use jwt_key_rotator::keys::Algorithm;
-use jwt_key_rotator::lifecycle::{KeyState, Manifest, Plan, Policy, Stopped, converge};
+use jwt_key_rotator::lifecycle::{
+    Converged, Evidence, KeyState, Manifest, Plan, Policy, Revocation, Stopped, converge,
+    revocations, unpublished_by_pass,
+};
 use proptest::prelude::*;
 
 use super::{MemoryCluster, Minter, all_kids, config, evidence, policy, run, secs, t, with_cache};
@@ -80,6 +83,8 @@ struct History {
     requests: u64,
     /// Kids whose private part was deleted from the Secret.
     lost: BTreeSet<String>,
+    /// `status.revocations` as the last pass that converged reported them.
+    revocations: Vec<Revocation>,
 }
 
 fn check_step(
@@ -235,6 +240,39 @@ fn check_step(
     Ok(())
 }
 
+/// Revocation cannot beat caches: the status says, for each revoked kid, a time no earlier
+/// than propagationDelay + verifierCacheTTL after the pass that took it out of the JWKS, and
+/// never moves that time earlier.
+fn check_revocations(
+    policy: &Policy,
+    evidence: &Evidence,
+    converged: &Converged,
+    seen: &BTreeSet<String>,
+    now: Timestamp,
+    history: &mut History,
+) -> Result<(), TestCaseError> {
+    let this_pass = unpublished_by_pass(evidence, &converged.transitions);
+    let reported = revocations(policy, &history.revocations, &this_pass, now);
+    let horizon = policy.propagation_delay + policy.verifier_cache_ttl;
+    for r in &reported {
+        prop_assert!(!seen.contains(&r.kid), "revoked {} is published", r.kid);
+        if this_pass.contains(&r.kid) {
+            prop_assert!(
+                r.effective_at >= now + horizon,
+                "{} taken out at {} said effective at {}",
+                r.kid,
+                now,
+                r.effective_at
+            );
+        }
+        prop_assert!(r.effective_at >= r.unpublished_at + horizon);
+        let before = history.revocations.iter().find(|b| b.kid == r.kid);
+        prop_assert!(before.is_none_or(|b| b.effective_at <= r.effective_at));
+    }
+    history.revocations = reported;
+    Ok(())
+}
+
 /// Nothing is due before the wake-up: planning anywhere in [now, wake) changes nothing.
 fn check_wake_up(
     policy: &Policy,
@@ -331,6 +369,7 @@ proptest! {
                     prop_assert!(c.settled, "converge did not settle at {}", now);
                     check_step(&policy, &manifest, &seen, now, &c.plan, minted, &mut history)?;
                     check_wake_up(&policy, &c.plan, now, probes[i % probes.len()])?;
+                    check_revocations(&policy, &e, &c, &seen, now, &mut history)?;
                     manifest = c.plan.manifest;
                 }
                 Err(Stopped::Failed { .. }) => manifest = stored,

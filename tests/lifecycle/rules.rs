@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 
 use jwt_key_rotator::keys::Algorithm;
 use jwt_key_rotator::lifecycle::{
-    Activation, KeyState, Manifest, Observed, Policy, Transition, plan,
+    Activation, Evidence, KeyState, Manifest, Observed, Policy, Revocation, Transition, plan,
+    revocations, unpublished_by_pass,
 };
 
 use super::{Minter, all_kids, policy, run, secs, settle, t, with_cache};
@@ -554,4 +555,73 @@ fn a_pending_key_that_left_the_jwks_waits_propagation_delay_plus_cache_ttl_from_
     );
     let (later, _) = settle(&cached(), &back.manifest, t(110), &mut minter);
     assert_eq!(state_of(&later.manifest, &pending), Some(KeyState::Active));
+}
+
+#[test]
+fn a_revocation_is_effective_for_every_verifier_propagation_delay_plus_cache_ttl_after_it_left_the_jwks()
+ {
+    let mut minter = Minter::default();
+    let (p, _) = settle(&cached(), &Manifest::empty(), t(0), &mut minter);
+    let first = p.manifest.keys[0].kid.clone();
+    let mut revoking = cached();
+    revoking.revoked_kids.insert(first.clone());
+    let (_, transitions) = settle(&revoking, &p.manifest, t(10), &mut minter);
+    let this_pass = unpublished_by_pass(&Evidence::default(), &transitions);
+    assert!(this_pass.contains(&first), "the pass took it out");
+    let r = revocations(&revoking, &[], &this_pass, t(10));
+    assert_eq!(
+        r,
+        vec![Revocation {
+            kid: first.clone(),
+            unpublished_at: t(10),
+            effective_at: t(30),
+        }],
+        "out at 10, then 5s of propagation and 15s of cache"
+    );
+    // Later passes keep the times: the key stays out.
+    let again = revocations(&revoking, &r, &BTreeSet::new(), t(50));
+    assert_eq!(again, r);
+}
+
+#[test]
+fn a_revoked_key_a_restored_jwks_published_again_counts_from_the_pass_that_took_it_out_again() {
+    let mut revoking = cached();
+    revoking.revoked_kids.insert("k".repeat(43));
+    let first = revocations(&revoking, &[], &BTreeSet::new(), t(10));
+    let seen_again = BTreeSet::from(["k".repeat(43)]);
+    let r = revocations(&revoking, &first, &seen_again, t(40));
+    assert_eq!(r[0].unpublished_at, t(40));
+    assert_eq!(r[0].effective_at, t(60));
+}
+
+#[test]
+fn raising_the_cache_ttl_moves_the_effective_time_later_and_lowering_it_does_not() {
+    let mut revoking = cached();
+    revoking.revoked_kids.insert("k".repeat(43));
+    let r = revocations(&revoking, &[], &BTreeSet::new(), t(10));
+    assert_eq!(r[0].effective_at, t(30));
+    let raised = with_cache(revoking.clone(), 100);
+    let r = revocations(&raised, &r, &BTreeSet::new(), t(20));
+    assert_eq!(r[0].effective_at, t(115));
+    let lowered = with_cache(revoking.clone(), 0);
+    let r = revocations(&lowered, &r, &BTreeSet::new(), t(30));
+    assert_eq!(
+        r[0].effective_at,
+        t(115),
+        "caches filled under the longer time"
+    );
+    let unlisted = revocations(&cached(), &r, &BTreeSet::new(), t(40));
+    assert!(
+        unlisted.is_empty(),
+        "a kid taken off the list is not reported"
+    );
+}
+
+#[test]
+fn an_effective_time_is_never_shown_earlier_than_it_is() {
+    let mut revoking = cached();
+    revoking.revoked_kids.insert("k".repeat(43));
+    let late = t(10) + jiff::SignedDuration::from_millis(300);
+    let r = revocations(&revoking, &[], &BTreeSet::new(), late);
+    assert_eq!(r[0].effective_at, t(31), "30.3s rounds up to whole seconds");
 }
