@@ -66,7 +66,7 @@ fn cases() -> Vec<(&'static str, Value, Option<&'static str>)> {
         ),
         (
             "short lead for verifiers that do not cache",
-            json!({"rotationInterval": "10s", "publishLead": "1s", "propagationDelay": "1s", "verifierCacheTTL": "0s"}),
+            json!({"rotationInterval": "10s", "publishLead": "1s", "propagationDelay": "1s", "verifierCacheTTL": "0s", "tokenTTL": "3s", "clockSkew": "0s"}),
             None,
         ),
         (
