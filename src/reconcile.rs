@@ -426,7 +426,8 @@ async fn sync(
     match lifecycle::converge(&mut cluster, &valid.policy, &evidence).await {
         Ok(converged) => {
             let due = requeue_after(&converged, (ctx.clock)());
-            match report::converged(set, valid, ctx, &converged).await {
+            let unpublished = lifecycle::unpublished_by_pass(&evidence, &converged.transitions);
+            match report::converged(set, valid, ctx, &converged, &unpublished).await {
                 Ok(()) => Ok(Action::requeue(due)),
                 Err(e) => Err(Error::Unreported {
                     source: Box::new(e),

@@ -2,6 +2,7 @@
 //! history), Events and audit records for every key transition and every repair, and the
 //! metrics. Never any key material.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -13,7 +14,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 
-use crate::api::{HistoryEntry, JwtKeySet, JwtKeySetStatus, KeyStatus, ValidSpec};
+use crate::api::{
+    HistoryEntry, JwtKeySet, JwtKeySetStatus, KeyStatus, RevocationStatus, ValidSpec,
+};
 use crate::audit::{self, Record};
 use crate::lifecycle::{self, Activation, Converged, Finding, Manifest, Moved, Transition};
 use crate::reconcile::{self, Context, Error, MANAGER};
@@ -90,12 +93,14 @@ pub async fn blocked(set: &JwtKeySet, ctx: &Context, blocked: Blocked) -> Result
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
-/// Reports a pass that converged: Events, status and metrics.
+/// Reports a pass that converged: Events, status and metrics. `unpublished` holds the kids the
+/// pass found published or took out of the JWKS (`lifecycle::unpublished_by_pass`).
 pub async fn converged(
     set: &JwtKeySet,
     valid: &ValidSpec,
     ctx: &Context,
     converged: &Converged,
+    unpublished: &BTreeSet<String>,
 ) -> Result<(), Error> {
     // The history entries go with the status below: one status write for the pass.
     let entries = announce(set, ctx, &converged.transitions, &converged.findings).await;
@@ -114,7 +119,9 @@ pub async fn converged(
         .await;
     }
     let ready = ready_condition(set, converged, valid.policy.algorithm.as_str(), now);
-    let status = status_for(set, valid, &plan.manifest, plan.next_rotation_at, ready);
+    let mut status = status_for(set, valid, &plan.manifest, plan.next_rotation_at, ready);
+    // After the pass's writes: `now` is no earlier than the JWKS write that took a key out.
+    status.revocations = revocations(set, valid, unpublished, now);
     write_status(set, ctx, status, &entries).await?;
     let (ns, name) = (set.namespace().unwrap_or_default(), set.name_any());
     // The gauges are read from the status just written, in the watch cache.
@@ -229,7 +236,27 @@ fn status_for(
             .map(|s| s.history.clone())
             .unwrap_or_default(),
         rotation_request: manifest.rotation_request.clone(),
+        revocations: Vec::new(),
     }
+}
+
+/// `status.revocations` after this pass: when each revoked kid is refused by every verifier.
+fn revocations(
+    set: &JwtKeySet,
+    valid: &ValidSpec,
+    unpublished: &BTreeSet<String>,
+    now: Timestamp,
+) -> Vec<RevocationStatus> {
+    let remembered: Vec<lifecycle::Revocation> = set
+        .status
+        .iter()
+        .flat_map(|s| &s.revocations)
+        .map(lifecycle::Revocation::from)
+        .collect();
+    lifecycle::revocations(&valid.policy, &remembered, unpublished, now)
+        .iter()
+        .map(RevocationStatus::from)
+        .collect()
 }
 
 /// Someone else wrote the set between our read and our status write this many times: give up.

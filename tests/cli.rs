@@ -178,7 +178,9 @@ async fn revoke_asks_first_keeps_other_revocations_and_the_key_stops_verifying()
     let refused = jwtks(kubeconfig(), &["revoke", "web", &kid, "-n", &ns], None);
     assert_eq!(refused.code, 2);
     assert!(
-        refused.stderr.contains("cache expires"),
+        refused.stderr.contains("Revocation cannot beat caches")
+            && refused.stderr.contains("propagationDelay (1m)")
+            && refused.stderr.contains("verifierCacheTTL (10m)"),
         "{}",
         refused.stderr
     );
@@ -199,15 +201,34 @@ async fn revoke_asks_first_keeps_other_revocations_and_the_key_stops_verifying()
         sets.get("web").await.unwrap().spec.revoked_kids,
         [earlier, kid.clone()]
     );
-    support::eventually(
+    let status = support::eventually(
         "the revoked key to leave the status",
         Duration::from_secs(60),
         || async {
             let status = sets.get("web").await.ok()?.status?;
-            (!status.keys.iter().any(|k| k.kid == kid) && status.active_kid.is_some()).then_some(())
+            let gone = !status.keys.iter().any(|k| k.kid == kid) && status.active_kid.is_some();
+            (gone && status.revocations.len() == 2).then_some(status)
         },
     )
     .await;
+    // Revocation cannot beat caches: every verifier refuses it propagationDelay (1m) +
+    // verifierCacheTTL (10m, the default) after it left the JWKS.
+    let revocation = status.revocations.iter().find(|r| r.kid == kid).unwrap();
+    let horizon = revocation
+        .effective_at
+        .duration_since(revocation.unpublished_at);
+    assert!(
+        horizon >= jiff::SignedDuration::from_mins(11)
+            && horizon <= jiff::SignedDuration::from_secs(11 * 60 + 1),
+        "{revocation:?}"
+    );
+    let shown = jwtks(kubeconfig(), &["status", "web", "-n", &ns], None);
+    assert!(
+        shown.stdout.contains(&format!("revoked {kid}"))
+            && shown.stdout.contains("accept it until"),
+        "{}",
+        shown.stdout
+    );
 
     let rejected = jwtks(
         kubeconfig(),
@@ -217,7 +238,7 @@ async fn revoke_asks_first_keeps_other_revocations_and_the_key_stops_verifying()
     assert_eq!(rejected.code, 1, "{}", rejected.stdout);
     let reasons = rejected.json()["reasons"].to_string();
     assert!(
-        reasons.contains("revoked") && reasons.contains("cache expires"),
+        reasons.contains("revoked") && reasons.contains("(status.revocations)"),
         "{reasons}"
     );
     let history = jwtks(

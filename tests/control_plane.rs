@@ -219,17 +219,27 @@ fn cel_rule_rows() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             "spec.publishLead",
         ),
         (
-            "duration(self.publishLead) >= duration(self.propagationDelay)",
-            json!({"publishLead": "1m", "propagationDelay": "2m"}),
+            "duration(self.publishLead) >= duration(self.propagationDelay) + duration(self.verifierCacheTTL)",
+            json!({"publishLead": "14m", "propagationDelay": "5m", "verifierCacheTTL": "10m"}),
             "spec.publishLead",
         ),
         (
             "duration(self.propagationDelay).getSeconds() + duration(self.tokenTTL).getSeconds() + duration(self.clockSkew).getSeconds() <= 16 * duration(self.rotationInterval).getSeconds()",
             // The example: a valid-looking spec that would hold millions of keys.
-            json!({"rotationInterval": "2s", "publishLead": "1s", "propagationDelay": "0s", "tokenTTL": "87599h"}),
+            json!({"rotationInterval": "2s", "publishLead": "1s", "propagationDelay": "0s", "verifierCacheTTL": "0s", "tokenTTL": "87599h"}),
             "spec.tokenTTL",
         ),
     ]
+}
+
+/// What a rule with a `messageExpression` says for its row's spec in `cel_rule_rows()`.
+fn rendered_message(rule: &str) -> &'static str {
+    match rule {
+        "duration(self.publishLead) >= duration(self.propagationDelay) + duration(self.verifierCacheTTL)" => {
+            "publishLead (14m) must be at least propagationDelay + verifierCacheTTL (5m + 10m)"
+        }
+        _ => "a messageExpression rule without an expected message in rendered_message()",
+    }
 }
 
 /// A CEL rule as the CRD in crds/ declares it.
@@ -249,10 +259,11 @@ fn crd_cel_rules() -> Vec<CelRule> {
                     .into_iter()
                     .flatten()
                 {
-                    rules.push(CelRule {
-                        rule: rule["rule"].as_str().unwrap_or_default().to_string(),
-                        message: rule["message"].as_str().unwrap_or_default().to_string(),
-                    });
+                    // A messageExpression renders with the numbers; the row's spec says which.
+                    let message = rule["message"].as_str().map(str::to_string);
+                    let rule = rule["rule"].as_str().unwrap_or_default().to_string();
+                    let message = message.unwrap_or_else(|| rendered_message(&rule).into());
+                    rules.push(CelRule { rule, message });
                 }
                 map.values().for_each(|v| walk(v, rules));
             }

@@ -272,7 +272,7 @@ async fn a_steady_state_makes_no_writes() {
     let f = Fixture::new("steady").await;
     f.apply(
         "web",
-        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m"}),
+        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m", "verifierCacheTTL": "5m"}),
     )
     .await;
     f.ready("web").await;
@@ -461,7 +461,7 @@ async fn a_spec_only_the_controller_can_refuse_changes_nothing_that_exists() {
     let f = Fixture::new("invalid").await;
     f.apply(
         "web",
-        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m"}),
+        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m", "verifierCacheTTL": "5m"}),
     )
     .await;
     f.ready("web").await;
@@ -471,7 +471,7 @@ async fn a_spec_only_the_controller_can_refuse_changes_nothing_that_exists() {
     // refuses it.
     f.apply(
         "web",
-        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m", "tokenTTL": "0s"}),
+        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m", "verifierCacheTTL": "5m", "tokenTTL": "0s"}),
     )
     .await;
     let set = f.wait_condition("web", "False", "InvalidSpec").await;
@@ -503,7 +503,7 @@ async fn a_spec_only_the_controller_can_refuse_changes_nothing_that_exists() {
     // Fixing the spec makes it Ready again with the same key.
     f.apply(
         "web",
-        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m"}),
+        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "10m", "verifierCacheTTL": "5m"}),
     )
     .await;
     let set = f.ready("web").await;
@@ -516,7 +516,7 @@ async fn a_spec_only_the_controller_can_refuse_changes_nothing_that_exists() {
 #[tokio::test(flavor = "multi_thread")]
 async fn manual_rotation_goes_through_the_safe_path_and_revocation_is_immediate() {
     let f = Fixture::new("operations").await;
-    let spec = json!({"algorithm": "EdDSA", "rotationInterval": "1h", "publishLead": "2s", "propagationDelay": "1s", "tokenTTL": "30s", "clockSkew": "1s"});
+    let spec = json!({"algorithm": "EdDSA", "rotationInterval": "1h", "publishLead": "2s", "propagationDelay": "1s", "verifierCacheTTL": "1s", "tokenTTL": "30s", "clockSkew": "1s"});
     f.apply("web", spec.clone()).await;
     f.ready("web").await;
     let first = text(&f.secret_data("web").await, "kid");
@@ -633,7 +633,7 @@ async fn deletion_policy_delete_collects_the_objects_and_retain_keeps_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_conflicting_writer_never_loses_a_key_or_crashes_the_operator() {
     let mut f = Fixture::new("conflict").await;
-    f.apply("web", json!({"algorithm": "ES256", "rotationInterval": "3s", "publishLead": "1s", "propagationDelay": "0s", "tokenTTL": "2s", "clockSkew": "0s"})).await;
+    f.apply("web", json!({"algorithm": "ES256", "rotationInterval": "3s", "publishLead": "1s", "propagationDelay": "0s", "verifierCacheTTL": "0s", "tokenTTL": "2s", "clockSkew": "0s"})).await;
     f.ready("web").await;
     let secrets = f.secrets.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -742,7 +742,7 @@ async fn a_write_the_api_server_refuses_turns_ready_false_with_the_reason() {
     let mut f = Fixture::new("refused").await;
     f.apply(
         "web",
-        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "2s", "propagationDelay": "1s"}),
+        json!({"algorithm": "ES256", "rotationInterval": "1h", "publishLead": "2s", "propagationDelay": "1s", "verifierCacheTTL": "1s"}),
     )
     .await;
     f.ready("web").await;

@@ -118,7 +118,7 @@ async fn two_replicas_rotate_once_per_due_time_and_the_standby_takes_over_when_t
     let leader = which(&replicas, &first_holder).expect("the holder is one of the replicas");
 
     let spec = json!({"algorithm": "ES256", "rotationInterval": "4s", "publishLead": "1s",
-                      "propagationDelay": "0s", "tokenTTL": "2s", "clockSkew": "0s"});
+                      "propagationDelay": "0s", "verifierCacheTTL": "0s", "tokenTTL": "2s", "clockSkew": "0s"});
     support::apply_set(&client, &ns, "web", spec).await;
     let mut checker = Checker {
         secrets: Api::namespaced(client.clone(), &ns),
@@ -224,7 +224,7 @@ async fn a_leader_that_lost_the_lease_while_frozen_writes_nothing_when_it_thaws(
         &ns,
         "web",
         json!({"algorithm": "EdDSA", "rotationInterval": "3s", "publishLead": "1s",
-                                 "propagationDelay": "0s", "tokenTTL": "1s", "clockSkew": "0s"}),
+                                 "propagationDelay": "0s", "verifierCacheTTL": "0s", "tokenTTL": "1s", "clockSkew": "0s"}),
     )
     .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);

@@ -56,7 +56,7 @@ async fn metrics_count_rotations_and_count_down_to_the_next_one() {
         &ns,
         "web",
         json!({"algorithm": "ES256", "rotationInterval": "3s", "publishLead": "1s",
-                                 "propagationDelay": "0s", "tokenTTL": "1s", "clockSkew": "0s"}),
+                                 "propagationDelay": "0s", "verifierCacheTTL": "0s", "tokenTTL": "1s", "clockSkew": "0s"}),
     )
     .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);

@@ -21,7 +21,7 @@ fn cases() -> Vec<(&'static str, Value, Option<&'static str>)> {
         ("defaults", json!({}), None),
         (
             "es256 quick",
-            json!({"algorithm": "ES256", "rotationInterval": "10s", "publishLead": "2s", "propagationDelay": "1s", "tokenTTL": "3s", "clockSkew": "0s"}),
+            json!({"algorithm": "ES256", "rotationInterval": "10s", "publishLead": "2s", "propagationDelay": "1s", "verifierCacheTTL": "1s", "tokenTTL": "3s", "clockSkew": "0s"}),
             None,
         ),
         (
@@ -52,6 +52,26 @@ fn cases() -> Vec<(&'static str, Value, Option<&'static str>)> {
         (
             "lead shorter than propagation",
             json!({"publishLead": "1m", "propagationDelay": "2m"}),
+            Some("spec.publishLead"),
+        ),
+        (
+            "lead shorter than propagation plus the default cache time",
+            json!({"publishLead": "14m59s", "propagationDelay": "5m"}),
+            Some("spec.publishLead"),
+        ),
+        (
+            "lead exactly propagation plus cache time",
+            json!({"publishLead": "15m", "propagationDelay": "5m", "verifierCacheTTL": "10m"}),
+            None,
+        ),
+        (
+            "short lead for verifiers that do not cache",
+            json!({"rotationInterval": "10s", "publishLead": "1s", "propagationDelay": "1s", "verifierCacheTTL": "0s", "tokenTTL": "3s", "clockSkew": "0s"}),
+            None,
+        ),
+        (
+            "verifiers caching for hours",
+            json!({"publishLead": "11h", "verifierCacheTTL": "12h"}),
             Some("spec.publishLead"),
         ),
         (
@@ -108,6 +128,10 @@ fn refuses_malformed_values_the_schema_also_refuses() {
             "spec.rotationInterval",
         ),
         (json!({"clockSkew": "-5m"}), "spec.clockSkew"),
+        (
+            json!({"verifierCacheTTL": "10 minutes"}),
+            "spec.verifierCacheTTL",
+        ),
         (json!({"keySize": 1024}), "spec.keySize"),
         (json!({"secretName": "Not_A_Name"}), "spec.secretName"),
         (
@@ -156,6 +180,54 @@ fn defaults_derive_names_from_the_set() {
         valid.policy.retention(),
         jiff::SignedDuration::from_mins(70)
     );
+}
+
+#[test]
+fn a_lead_shorter_than_propagation_plus_cache_time_is_refused_with_the_fields_and_numbers() {
+    let spec =
+        json!({"publishLead": "12m", "propagationDelay": "2m30s", "verifierCacheTTL": "10m"});
+    let err = set(spec).validate().unwrap_err();
+    assert_eq!(err.field, "spec.publishLead");
+    let message = err.to_string();
+    for part in [
+        "\"12m\"",
+        "spec.propagationDelay + spec.verifierCacheTTL",
+        "\"2m30s\" + \"10m\" = 12m 30s",
+    ] {
+        assert!(message.contains(part), "{message:?} lacks {part:?}");
+    }
+}
+
+#[test]
+fn the_default_lead_covers_the_default_propagation_and_cache_times() {
+    let policy = set(json!({})).validate().unwrap().policy;
+    assert_eq!(
+        policy.verifier_cache_ttl,
+        jiff::SignedDuration::from_mins(10)
+    );
+    assert!(
+        policy.publish_lead >= policy.propagation_delay + policy.verifier_cache_ttl,
+        "24h >= 5m + 10m"
+    );
+    assert_eq!(policy.signing_lead(), jiff::SignedDuration::from_hours(24));
+}
+
+#[test]
+fn every_example_under_deploy_is_a_valid_spec() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut object: JwtKeySet = serde_norway::from_str(&text).unwrap();
+        object.metadata.namespace = Some("default".into());
+        let valid = object.validate();
+        assert!(valid.is_ok(), "{}: {:?}", path.display(), valid.err());
+        let cel = kube::core::cel::validate_cel(&object);
+        assert!(cel.is_ok(), "{}: CEL says {cel:?}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 5, "the examples were read");
 }
 
 #[test]

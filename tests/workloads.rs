@@ -206,6 +206,8 @@ async fn rotate_under_load(client: Client, algorithm: &'static str) -> Observed 
             "algorithm": algorithm,
             "rotationInterval": format!("{ROTATION_INTERVAL_S}s"),
             "publishLead": format!("{PUBLISH_LEAD_S}s"),
+            // The verifier pods re-read the mounted JWKS: no cache beyond propagationDelay.
+            "verifierCacheTTL": "0s",
             "propagationDelay": format!("{PROPAGATION_DELAY_S}s"),
             "tokenTTL": format!("{TOKEN_TTL_S}s"),
             "clockSkew": "1s",

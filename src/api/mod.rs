@@ -10,7 +10,7 @@ mod status;
 mod validate;
 
 pub use spec::{DeletionPolicy, JwksSpec, JwtKeySet, JwtKeySetSpec, ROTATE_ANNOTATION};
-pub use status::{HISTORY_LIMIT, HistoryEntry, JwtKeySetStatus, KeyStatus};
+pub use status::{HISTORY_LIMIT, HistoryEntry, JwtKeySetStatus, KeyStatus, RevocationStatus};
 pub use validate::{InvalidSpec, ValidSpec, parse_duration};
 
 /// The CustomResourceDefinition as YAML, exactly as checked in under `crds/`.

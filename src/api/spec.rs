@@ -20,6 +20,12 @@ pub(crate) const CONFIG_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// An RFC 7638 SHA-256 thumbprint, base64url without padding.
 pub(crate) const KID_PATTERN: &str = r"^[A-Za-z0-9_-]{43}$";
 
+/// The admission message of the signing-lead rule, with the numbers (as `validate()` says it).
+const SIGNING_LEAD_MESSAGE: &str = "'publishLead (' + self.publishLead + ') must be at least \
+    propagationDelay + verifierCacheTTL (' + self.propagationDelay + ' + ' + \
+    self.verifierCacheTTL + '): a key signs only once every verifier can hold it, and a verifier \
+    sees the JWKS propagationDelay late and keeps a copy for verifierCacheTTL'";
+
 /// A set of JWT signing keys that the operator generates, rotates and publishes.
 ///
 /// The private key that signs now is kept in a Secret for signing workloads to mount; the
@@ -47,8 +53,8 @@ pub(crate) const KID_PATTERN: &str = r"^[A-Za-z0-9_-]{43}$";
     validation = Rule::new("duration(self.publishLead) < duration(self.rotationInterval)")
         .message("publishLead must be shorter than rotationInterval: a new key is published publishLead before it must sign")
         .field_path(".publishLead"),
-    validation = Rule::new("duration(self.publishLead) >= duration(self.propagationDelay)")
-        .message("publishLead must be at least propagationDelay: a verifier may see the JWKS propagationDelay late")
+    validation = Rule::new("duration(self.publishLead) >= duration(self.propagationDelay) + duration(self.verifierCacheTTL)")
+        .message(Message::Expression(SIGNING_LEAD_MESSAGE.into()))
         .field_path(".publishLead"),
     validation = Rule::new("duration(self.propagationDelay).getSeconds() + duration(self.tokenTTL).getSeconds() + duration(self.clockSkew).getSeconds() <= 16 * duration(self.rotationInterval).getSeconds()")
         .message("propagationDelay + tokenTTL + clockSkew must be at most 16 times rotationInterval: a retired key stays published that long, and a set holds at most 20 keys")
@@ -78,8 +84,8 @@ pub struct JwtKeySetSpec {
     #[schemars(pattern(DURATION_PATTERN), length(max = 64))]
     pub token_ttl: String,
 
-    /// How long a new key is published in the JWKS before it starts signing ("24h"): long
-    /// enough for every verifier to have refreshed its cached JWKS.
+    /// How long a new key is published in the JWKS before it starts signing ("24h"): at least
+    /// propagationDelay + verifierCacheTTL, so that every verifier holds it before its first token.
     #[serde(default = "default_publish_lead")]
     #[schemars(pattern(DURATION_PATTERN), length(max = 64))]
     pub publish_lead: String,
@@ -89,6 +95,14 @@ pub struct JwtKeySetSpec {
     #[serde(default = "default_propagation_delay")]
     #[schemars(pattern(DURATION_PATTERN), length(max = 64))]
     pub propagation_delay: String,
+
+    /// The longest time a verifier may keep a copy of the JWKS before fetching it again ("10m",
+    /// the common library default). A new key signs only after it has been published for
+    /// propagationDelay + verifierCacheTTL (publishLead must be at least that), and a revoked key
+    /// is refused by every verifier only that long after it left the JWKS.
+    #[serde(rename = "verifierCacheTTL", default = "default_verifier_cache_ttl")]
+    #[schemars(pattern(DURATION_PATTERN), length(max = 64))]
+    pub verifier_cache_ttl: String,
 
     /// Tolerated clock difference between signers and verifiers ("5m").
     #[serde(default = "default_clock_skew")]
@@ -165,6 +179,9 @@ fn default_publish_lead() -> String {
 }
 fn default_propagation_delay() -> String {
     "5m".into()
+}
+fn default_verifier_cache_ttl() -> String {
+    "10m".into()
 }
 fn default_clock_skew() -> String {
     "5m".into()

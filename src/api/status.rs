@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Algorithm, PublicJwk};
-use crate::lifecycle::{KeyRecord, KeyState};
+use crate::lifecycle::{KeyRecord, KeyState, Revocation};
 
 /// What the operator last did with the set, in words a person can act on.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -42,10 +42,50 @@ pub struct JwtKeySetStatus {
     /// `HISTORY_LIMIT`): it outlives Events, which expire after an hour.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// Every kid of spec.revokedKids: when it left the published JWKS and when every verifier
+    /// refuses it. Revocation cannot beat caches: until `effectiveAt`, a verifier holding an
+    /// older copy of the JWKS still accepts tokens signed with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revocations: Vec<RevocationStatus>,
     /// The last value of the rotate annotation honoured, so that a manifest emptied or restored
     /// does not rotate a second time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_request: Option<String>,
+}
+
+/// When a revoked key stops being accepted, as far as the operator can know.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationStatus {
+    /// The revoked key ID, as listed in spec.revokedKids.
+    pub kid: String,
+    /// When the operator knew that no published JWKS (nor, for HMAC keys, the Secret) held it.
+    #[schemars(schema_with = "date_time")]
+    pub unpublished_at: Timestamp,
+    /// unpublishedAt + propagationDelay + verifierCacheTTL: from then on no verifier accepts
+    /// it. Until then, one that fetched the JWKS before may (revocation cannot beat caches).
+    #[schemars(schema_with = "date_time")]
+    pub effective_at: Timestamp,
+}
+
+impl From<&Revocation> for RevocationStatus {
+    fn from(r: &Revocation) -> Self {
+        RevocationStatus {
+            kid: r.kid.clone(),
+            unpublished_at: r.unpublished_at,
+            effective_at: r.effective_at,
+        }
+    }
+}
+
+impl From<&RevocationStatus> for Revocation {
+    fn from(r: &RevocationStatus) -> Self {
+        Revocation {
+            kid: r.kid.clone(),
+            unpublished_at: r.unpublished_at,
+            effective_at: r.effective_at,
+        }
+    }
 }
 
 /// How many entries `status.history` keeps: the newest win.

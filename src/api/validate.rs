@@ -103,6 +103,29 @@ fn dns_subdomain(field: &str, value: &str) -> Result<(), InvalidSpec> {
     Ok(())
 }
 
+/// A key signs only once every verifier can hold it: it reaches a verifier propagationDelay
+/// late, and a verifier that fetched the JWKS just before keeps that copy for verifierCacheTTL.
+fn signing_lead_covers_caches(
+    spec: &super::spec::JwtKeySetSpec,
+    publish_lead: SignedDuration,
+    propagation_delay: SignedDuration,
+    verifier_cache_ttl: SignedDuration,
+) -> Result<(), InvalidSpec> {
+    let needed = propagation_delay.saturating_add(verifier_cache_ttl);
+    if publish_lead >= needed {
+        return Ok(());
+    }
+    Err(invalid(
+        "spec.publishLead",
+        format!(
+            "{:?} must be at least spec.propagationDelay + spec.verifierCacheTTL ({:?} + {:?} = \
+             {needed:#}): a key signs only once every verifier can hold it, and a verifier sees \
+             the JWKS propagationDelay late and keeps a copy for verifierCacheTTL",
+            spec.publish_lead, spec.propagation_delay, spec.verifier_cache_ttl
+        ),
+    ))
+}
+
 impl JwtKeySet {
     /// The names of the Secret and the JWKS ConfigMap, with their defaults applied.
     pub fn object_names(&self) -> (String, String) {
@@ -136,6 +159,11 @@ impl JwtKeySet {
             SignedDuration::ZERO,
         )?;
         let clock_skew = duration("spec.clockSkew", &spec.clock_skew, SignedDuration::ZERO)?;
+        let verifier_cache_ttl = duration(
+            "spec.verifierCacheTTL",
+            &spec.verifier_cache_ttl,
+            SignedDuration::ZERO,
+        )?;
         if publish_lead >= rotation_interval {
             return Err(invalid(
                 "spec.publishLead",
@@ -145,15 +173,7 @@ impl JwtKeySet {
                 ),
             ));
         }
-        if publish_lead < propagation_delay {
-            return Err(invalid(
-                "spec.publishLead",
-                format!(
-                    "{:?} must be at least spec.propagationDelay ({:?}): a verifier may see the JWKS propagationDelay late",
-                    spec.publish_lead, spec.propagation_delay
-                ),
-            ));
-        }
+        signing_lead_covers_caches(spec, publish_lead, propagation_delay, verifier_cache_ttl)?;
 
         // Whole seconds, as the CEL rule counts them.
         let retention = propagation_delay.as_secs() + token_ttl.as_secs() + clock_skew.as_secs();
@@ -242,6 +262,7 @@ impl JwtKeySet {
                 propagation_delay,
                 token_ttl,
                 clock_skew,
+                verifier_cache_ttl,
                 revoked_kids,
                 rotation_request: self.annotations().get(ROTATE_ANNOTATION).cloned(),
             },

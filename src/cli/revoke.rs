@@ -68,14 +68,14 @@ fn warning(set: &JwtKeySet, kid: &str, state: &str) -> String {
     };
     format!(
         "Revoking {state} key {kid} of JwtKeySet {}.\n\
-         - It leaves the Secret and the published JWKS at once.{takeover} Tokens it signed stop \
-         verifying.\n\
-         - Verifiers that cached the JWKS accept tokens signed with it until their cache \
-         expires: pods mounting the JWKS ConfigMap see the change within propagationDelay ({}); \
-         verifiers fetching it over HTTP after their own cache time (often 5 to 20 minutes). \
-         Restart those that must refuse it sooner.",
+         - It leaves the Secret and the published JWKS at once.{takeover} Verifiers that fetch \
+         the JWKS after that refuse tokens it signed.\n\
+         - Revocation cannot beat caches: a verifier sees the JWKS up to propagationDelay ({}) \
+         late and keeps the copy it fetched for up to verifierCacheTTL ({}), and accepts tokens \
+         signed with it until then. Restart verifiers that must refuse it sooner.",
         set_ref(set),
-        spec.propagation_delay
+        spec.propagation_delay,
+        spec.verifier_cache_ttl
     )
 }
 
@@ -141,26 +141,35 @@ async fn add_revoked_kid(client: &Client, mut set: JwtKeySet, kid: &str) -> Resu
 }
 
 fn report(set: &JwtKeySet, kid: &str, already: bool, format: Format) {
-    let delay = set.validate().ok().map(|v| v.policy.propagation_delay);
-    let mounted_until = delay.and_then(|d| Timestamp::now().checked_add(d).ok());
+    // The status has the time once the operator took the key out; until then, from now.
+    let recorded = effective_at(set, kid);
+    let horizon = set.validate().ok().map(|v| v.policy.cache_horizon());
+    let estimate = horizon.and_then(|h| Timestamp::now().checked_add(h).ok());
+    let refused_by = recorded.or(estimate);
     match format {
         Format::Json => print_json(&json!({
             "namespace": set.namespace(), "name": set.name_any(), "kid": kid,
             "revoked": true, "alreadyRevoked": already,
-            "mountedJwksRefreshedBy": mounted_until,
+            "refusedByEveryVerifierBy": refused_by,
         })),
         Format::Text if already => println!(
-            "{kid} was already revoked in JwtKeySet {} (spec.revokedKids): nothing to do.",
-            set_ref(set)
+            "{kid} was already revoked in JwtKeySet {} (spec.revokedKids): nothing to do.{}",
+            set_ref(set),
+            recorded.map_or(String::new(), |t| format!(
+                " Every verifier refuses it from {}.",
+                timeline::absolute(t)
+            ))
         ),
         Format::Text => {
             println!(
                 "Revoked {kid} in JwtKeySet {} (spec.revokedKids).",
                 set_ref(set)
             );
-            if let Some(t) = mounted_until {
+            if let Some(t) = refused_by {
                 println!(
-                    "Pods mounting the JWKS stop accepting it by {}; check with: kubectl jwtks status {} -n {}",
+                    "Every verifier refuses it by about {} (propagationDelay + verifierCacheTTL \
+                     after it leaves the JWKS; status.revocations has the exact time); check \
+                     with: kubectl jwtks status {} -n {}",
                     timeline::absolute(t),
                     set.name_any(),
                     set.namespace().unwrap_or_default()
@@ -168,4 +177,13 @@ fn report(set: &JwtKeySet, kid: &str, already: bool, format: Format) {
             }
         }
     }
+}
+
+/// When the status says every verifier refuses `kid` (status.revocations).
+pub(super) fn effective_at(set: &JwtKeySet, kid: &str) -> Option<Timestamp> {
+    set.status
+        .iter()
+        .flat_map(|s| &s.revocations)
+        .find(|r| r.kid == kid)
+        .map(|r| r.effective_at)
 }

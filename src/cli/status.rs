@@ -60,6 +60,7 @@ fn summary(set: &JwtKeySet) -> serde_json::Value {
         "secretName": s.secret_name,
         "configMapName": s.config_map_name,
         "keys": timeline::of_set(set),
+        "revocations": s.revocations,
     })
 }
 
@@ -77,6 +78,7 @@ fn print_set(set: &JwtKeySet, now: Timestamp) {
     );
     println!("  {message}");
     println!("  next rotation: {}", timeline::when(next, now));
+    print_revocations(set, now);
     let keys = timeline::of_set(set);
     if keys.is_empty() {
         return;
@@ -91,6 +93,24 @@ fn print_set(set: &JwtKeySet, now: Timestamp) {
     ];
     let rows: Vec<[String; 6]> = keys.iter().map(|k| row(k, now)).collect();
     print_table(&header, &rows);
+}
+
+/// Revocation cannot beat caches: say until when a revoked key may still be accepted.
+fn print_revocations(set: &JwtKeySet, now: Timestamp) {
+    let recorded = set.status.iter().flat_map(|s| &s.revocations);
+    for kid in &set.spec.revoked_kids {
+        match recorded.clone().find(|r| r.kid == *kid) {
+            Some(r) => println!(
+                "  revoked {kid}: out of the JWKS since {}; verifiers with a cached JWKS accept \
+                 it until {}",
+                timeline::when(Some(r.unpublished_at), now),
+                timeline::when(Some(r.effective_at), now)
+            ),
+            None => {
+                println!("  revoked {kid}: the operator has not yet reported it out of the JWKS")
+            }
+        }
+    }
 }
 
 fn row(k: &KeyTimeline, now: Timestamp) -> [String; 6] {

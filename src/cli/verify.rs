@@ -167,9 +167,13 @@ async fn lookup(
     let status = set.status.clone().unwrap_or_default();
     let recorded = status.keys.iter().find(|k| k.kid == kid);
     if set.spec.revoked_kids.iter().any(|k| k == kid) {
+        let until = super::revoke::effective_at(set, kid).map_or_else(
+            || "until their cache expires (propagationDelay + verifierCacheTTL after it left the JWKS)".into(),
+            |t| format!("until {} (status.revocations)", timeline::absolute(t)),
+        );
         return Some(Found::Gone(format!(
             "key {kid} was revoked in JwtKeySet {} (spec.revokedKids); verifiers with a cached \
-             JWKS accept it until their cache expires",
+             JWKS accept it {until}",
             set_ref(set)
         )));
     }

@@ -13,6 +13,7 @@ mod evidence;
 mod manifest;
 mod planner;
 mod policy;
+mod revocation;
 
 pub use converge::{Cluster, Converged, MAX_ROUNDS, Stopped, converge};
 pub use evidence::{
@@ -23,3 +24,4 @@ pub use planner::{Activation, NewKey, Observed, Plan, Transition, plan};
 pub use policy::{
     MAX_KEYS, MAX_RETENTION_INTERVALS, Moved, ObjectNames, Policy, WrittenNames, moved,
 };
+pub use revocation::{Revocation, revocations, unpublished_by_pass};

@@ -153,7 +153,8 @@ impl<'p> Planning<'p> {
         });
     }
 
-    /// Revocation beats every cache: the key goes now, whatever its state.
+    /// A revoked key goes now, whatever its state. It cannot beat caches: verifiers holding a
+    /// copy of the JWKS accept it for `propagationDelay + verifierCacheTTL` more (`revocation`).
     fn revoke(&mut self) {
         let revoked = &self.policy.revoked_kids;
         self.drop_where(|k| {
@@ -300,7 +301,8 @@ impl<'p> Planning<'p> {
     }
 
     /// A pending key is created `publishLead` before the active key is due, and takes over
-    /// when it is due and has been published for `publishLead`.
+    /// when it is due and has been published for `publishLead`, which is never shorter than
+    /// `propagationDelay + verifierCacheTTL` (`Policy::signing_lead`): every verifier holds it.
     fn rotate_when_due<E>(
         &mut self,
         active: usize,
@@ -309,7 +311,7 @@ impl<'p> Planning<'p> {
         let (policy, now) = (self.policy, self.now);
         let due = rotation_due(&self.keys[active], policy, self.forced_rotation_at);
         let mut pending = best_pending(&self.keys, policy);
-        if pending.is_none() && now >= add(due, -policy.publish_lead) {
+        if pending.is_none() && now >= add(due, -policy.signing_lead()) {
             // Checked before generating: every key held is published, and a verifier fetches
             // them all; past the limit the active key signs on until one expires.
             if self.keys.len() < MAX_KEYS {
@@ -321,7 +323,7 @@ impl<'p> Planning<'p> {
         let Some(p) = pending else { return Ok(()) };
         let ready = self.keys[p]
             .published_at
-            .is_some_and(|at| now >= add(at, policy.publish_lead));
+            .is_some_and(|at| now >= add(at, policy.signing_lead()));
         if now >= due && ready {
             let old = &mut self.keys[active];
             let expires_at = add(now, old.retention(policy));
@@ -428,13 +430,13 @@ fn schedule(
             // At the limit, the next expiry (below) is the next chance to mint.
             None if manifest.keys.len() >= MAX_KEYS => next_rotation = Some(due),
             None => {
-                wake = wake.min(add(due, -policy.publish_lead));
+                wake = wake.min(add(due, -policy.signing_lead()));
                 next_rotation = Some(due);
             }
             Some(p) => {
                 let ready = manifest.keys[p]
                     .published_at
-                    .map_or(now, |at| add(at, policy.publish_lead));
+                    .map_or(now, |at| add(at, policy.signing_lead()));
                 let at = due.max(ready);
                 wake = wake.min(at);
                 next_rotation = Some(at);

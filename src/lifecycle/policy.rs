@@ -26,6 +26,8 @@ pub struct Policy {
     pub propagation_delay: SignedDuration,
     pub token_ttl: SignedDuration,
     pub clock_skew: SignedDuration,
+    /// The longest time a verifier keeps a copy of the published JWKS.
+    pub verifier_cache_ttl: SignedDuration,
     pub revoked_kids: BTreeSet<String>,
     /// The value of the rotate annotation; a value not yet honoured starts a rotation.
     pub rotation_request: Option<String>,
@@ -38,6 +40,23 @@ impl Policy {
         self.propagation_delay
             .saturating_add(self.token_ttl)
             .saturating_add(self.clock_skew)
+    }
+}
+
+impl Policy {
+    /// How long a key must have been published before it signs: `publishLead`, and never less
+    /// than it takes every verifier to hold it (it reaches a verifier `propagationDelay` late,
+    /// and a verifier that fetched just before keeps its copy for `verifierCacheTTL`).
+    /// `validate()` refuses a shorter `publishLead`; the planner holds the rule regardless.
+    pub fn signing_lead(&self) -> SignedDuration {
+        self.publish_lead.max(self.cache_horizon())
+    }
+
+    /// How long after a change to the published JWKS some verifier may still act on the copy
+    /// from before: `propagationDelay + verifierCacheTTL`.
+    pub fn cache_horizon(&self) -> SignedDuration {
+        self.propagation_delay
+            .saturating_add(self.verifier_cache_ttl)
     }
 }
 

@@ -17,7 +17,7 @@ async fn a_spec_that_would_outgrow_the_secret_is_refused_at_admission() {
         "kind": "JwtKeySet",
         "metadata": {"name": NAME},
         "spec": {"algorithm": "ES256", "rotationInterval": "2s", "publishLead": "1s",
-                 "propagationDelay": "0s", "tokenTTL": "87599h", "clockSkew": "0s"},
+                 "propagationDelay": "0s", "verifierCacheTTL": "0s", "tokenTTL": "87599h", "clockSkew": "0s"},
     }))
     .expect("an object");
     match api.create(&PostParams::default(), &object).await {

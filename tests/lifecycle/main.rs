@@ -30,7 +30,8 @@ pub fn secs(s: i64) -> SignedDuration {
     SignedDuration::from_secs(s)
 }
 
-/// rotationInterval, publishLead, propagationDelay, tokenTTL, clockSkew in seconds.
+/// rotationInterval, publishLead, propagationDelay, tokenTTL, clockSkew in seconds; verifiers
+/// that do not cache the JWKS (verifierCacheTTL 0: `with_cache` sets one).
 pub fn policy(alg: Algorithm, ri: i64, pl: i64, pd: i64, ttl: i64, skew: i64) -> Policy {
     Policy {
         algorithm: alg,
@@ -40,8 +41,17 @@ pub fn policy(alg: Algorithm, ri: i64, pl: i64, pd: i64, ttl: i64, skew: i64) ->
         propagation_delay: secs(pd),
         token_ttl: secs(ttl),
         clock_skew: secs(skew),
+        verifier_cache_ttl: SignedDuration::ZERO,
         revoked_kids: BTreeSet::new(),
         rotation_request: None,
+    }
+}
+
+/// `policy` with verifiers that keep a copy of the JWKS for `cache` seconds.
+pub fn with_cache(policy: Policy, cache: i64) -> Policy {
+    Policy {
+        verifier_cache_ttl: secs(cache),
+        ..policy
     }
 }
 

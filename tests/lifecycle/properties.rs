@@ -8,10 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 use jwt_key_rotator::keys::Algorithm;
-use jwt_key_rotator::lifecycle::{KeyState, Manifest, Plan, Policy, Stopped, converge};
+use jwt_key_rotator::lifecycle::{
+    Converged, Evidence, KeyState, Manifest, Plan, Policy, Revocation, Stopped, converge,
+    revocations, unpublished_by_pass,
+};
 use proptest::prelude::*;
 
-use super::{MemoryCluster, Minter, all_kids, config, evidence, policy, run, secs, t};
+use super::{MemoryCluster, Minter, all_kids, config, evidence, policy, run, secs, t, with_cache};
 
 #[derive(Clone, Debug)]
 enum Event {
@@ -25,6 +28,8 @@ enum Event {
     RequestRotation,
     ChangeAlgorithm(Algorithm),
     ChangeTokenTtl(i64),
+    /// Verifiers' cache time changes (seconds; capped so that the spec stays valid).
+    ChangeCacheTtl(i64),
     /// The JWKS write after the next plan fails: verifiers do not see new keys yet.
     PublishFails,
     /// Someone deletes the n-th held key's private part from the Secret.
@@ -45,22 +50,25 @@ fn event(ri: i64) -> impl Strategy<Value = Event> {
         1 => Just(Event::RequestRotation),
         1 => algorithm().prop_map(Event::ChangeAlgorithm),
         1 => (1..ri * 2).prop_map(Event::ChangeTokenTtl),
+        1 => (0..ri).prop_map(Event::ChangeCacheTtl),
         2 => Just(Event::PublishFails),
         1 => (0usize..8).prop_map(Event::LoseMaterial),
     ]
 }
 
 /// (policy, events): rotationInterval 2..600s, 0 < publishLead < rotationInterval,
-/// propagationDelay <= publishLead, as `validate()` demands.
+/// propagationDelay + verifierCacheTTL <= publishLead, as `validate()` demands.
 fn scenario() -> impl Strategy<Value = (Policy, Vec<Event>)> {
     (2i64..600, algorithm())
         .prop_flat_map(|(ri, alg)| (Just(ri), Just(alg), 1..ri))
-        .prop_flat_map(|(ri, alg, pl)| {
-            (Just(ri), Just(alg), Just(pl), 0..=pl, 1i64..1000, 0i64..120)
+        .prop_flat_map(|(ri, alg, pl)| (Just(ri), Just(alg), Just(pl), 0..=pl))
+        .prop_flat_map(|(ri, alg, pl, pd)| {
+            let cache = 0..=pl - pd;
+            (Just((ri, alg, pl, pd)), cache, 1i64..1000, 0i64..120)
         })
-        .prop_flat_map(|(ri, alg, pl, pd, ttl, skew)| {
+        .prop_flat_map(|((ri, alg, pl, pd), cache, ttl, skew)| {
             (
-                Just(policy(alg, ri, pl, pd, ttl, skew)),
+                Just(with_cache(policy(alg, ri, pl, pd, ttl, skew), cache)),
                 prop::collection::vec(event(ri), 1..60),
             )
         })
@@ -75,6 +83,8 @@ struct History {
     requests: u64,
     /// Kids whose private part was deleted from the Secret.
     lost: BTreeSet<String>,
+    /// `status.revocations` as the last pass that converged reported them.
+    revocations: Vec<Revocation>,
 }
 
 fn check_step(
@@ -153,11 +163,22 @@ fn check_step(
                 k.state
             );
         }
-        // A key takes over from a live active key only after publishLead of publication.
+        // A key takes over from a live active key only after publishLead of publication, and
+        // only once every verifier can hold it: propagationDelay + verifierCacheTTL.
         let newly_active =
             k.state == KeyState::Active && old.is_none_or(|o| o.state != KeyState::Active);
         if newly_active && old_active.is_some() && !old_active_gone {
             let published_at = k.published_at;
+            let caches = policy.propagation_delay + policy.verifier_cache_ttl;
+            prop_assert!(
+                published_at.is_some_and(|p| p + caches <= now),
+                "{} signs at {} but was published at {:?}: verifiers may cache a JWKS without it \
+                 for propagationDelay + verifierCacheTTL ({})",
+                k.kid,
+                now,
+                published_at,
+                caches
+            );
             prop_assert!(
                 published_at.is_some_and(|p| p + policy.publish_lead <= now),
                 "{} activated at {} but published at {:?} (lead {})",
@@ -216,6 +237,39 @@ fn check_step(
             }
         }
     }
+    Ok(())
+}
+
+/// Revocation cannot beat caches: the status says, for each revoked kid, a time no earlier
+/// than propagationDelay + verifierCacheTTL after the pass that took it out of the JWKS, and
+/// never moves that time earlier.
+fn check_revocations(
+    policy: &Policy,
+    evidence: &Evidence,
+    converged: &Converged,
+    seen: &BTreeSet<String>,
+    now: Timestamp,
+    history: &mut History,
+) -> Result<(), TestCaseError> {
+    let this_pass = unpublished_by_pass(evidence, &converged.transitions);
+    let reported = revocations(policy, &history.revocations, &this_pass, now);
+    let horizon = policy.propagation_delay + policy.verifier_cache_ttl;
+    for r in &reported {
+        prop_assert!(!seen.contains(&r.kid), "revoked {} is published", r.kid);
+        if this_pass.contains(&r.kid) {
+            prop_assert!(
+                r.effective_at >= now + horizon,
+                "{} taken out at {} said effective at {}",
+                r.kid,
+                now,
+                r.effective_at
+            );
+        }
+        prop_assert!(r.effective_at >= r.unpublished_at + horizon);
+        let before = history.revocations.iter().find(|b| b.kid == r.kid);
+        prop_assert!(before.is_none_or(|b| b.effective_at <= r.effective_at));
+    }
+    history.revocations = reported;
     Ok(())
 }
 
@@ -283,6 +337,10 @@ proptest! {
                     policy.rsa_size = alg.is_rsa().then_some(jwt_key_rotator::keys::RsaKeySize::Bits2048);
                 }
                 Event::ChangeTokenTtl(s) => policy.token_ttl = secs(s),
+                Event::ChangeCacheTtl(s) => {
+                    let most = policy.publish_lead - policy.propagation_delay;
+                    policy.verifier_cache_ttl = secs(s).min(most);
+                }
                 Event::PublishFails => publish_fails = true,
                 Event::LoseMaterial(n) => {
                     if !manifest.keys.is_empty() {
@@ -311,6 +369,7 @@ proptest! {
                     prop_assert!(c.settled, "converge did not settle at {}", now);
                     check_step(&policy, &manifest, &seen, now, &c.plan, minted, &mut history)?;
                     check_wake_up(&policy, &c.plan, now, probes[i % probes.len()])?;
+                    check_revocations(&policy, &e, &c, &seen, now, &mut history)?;
                     manifest = c.plan.manifest;
                 }
                 Err(Stopped::Failed { .. }) => manifest = stored,

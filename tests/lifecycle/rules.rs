@@ -4,10 +4,11 @@ use std::collections::BTreeSet;
 
 use jwt_key_rotator::keys::Algorithm;
 use jwt_key_rotator::lifecycle::{
-    Activation, KeyState, Manifest, Observed, Policy, Transition, plan,
+    Activation, Evidence, KeyState, Manifest, Observed, Policy, Revocation, Transition, plan,
+    revocations, unpublished_by_pass,
 };
 
-use super::{Minter, all_kids, policy, run, secs, settle, t};
+use super::{Minter, all_kids, policy, run, secs, settle, t, with_cache};
 
 fn state_of(m: &Manifest, kid: &str) -> Option<KeyState> {
     m.get(kid).map(|k| k.state)
@@ -476,4 +477,151 @@ fn retention_counts_from_the_acknowledged_retirement_write() {
         !manifest.confirm_retired(&retiring, t(99), &quick()),
         "never earlier"
     );
+}
+
+/// ri=100s, lead=20s, propagation=5s, verifiers caching 15s, ttl=30s, skew=2s: the lead is
+/// exactly propagationDelay + verifierCacheTTL.
+fn cached() -> Policy {
+    with_cache(quick(), 15)
+}
+
+#[test]
+fn a_key_signs_only_after_propagation_delay_plus_verifier_cache_ttl_of_publication() {
+    // A policy validate() refuses (lead 10s < 5s + 15s): the planner holds the rule anyway.
+    let short_lead = with_cache(policy(Algorithm::ES256, 100, 10, 5, 30, 2), 15);
+    assert_eq!(short_lead.signing_lead(), secs(20));
+    let mut minter = Minter::default();
+    let (p, _) = settle(&short_lead, &Manifest::empty(), t(0), &mut minter);
+    assert_eq!(
+        p.wake_at,
+        t(80),
+        "the next key is made 5s + 15s before it is due"
+    );
+    // The pending key is stored at 80, but the JWKS write fails until 85.
+    let stored = run(
+        &short_lead,
+        &p.manifest,
+        &all_kids(&p.manifest),
+        t(80),
+        &mut minter,
+    );
+    let pending = stored.manifest.keys[1].kid.clone();
+    let (p, _) = settle(&short_lead, &stored.manifest, t(85), &mut minter);
+    assert_eq!(p.manifest.get(&pending).unwrap().published_at, Some(t(85)));
+    // Due at 100 and published for publishLead (10s) since 95; but a verifier that fetched at
+    // 84 holds its copy until 99, and pods see the new one up to 5s after that.
+    let (due, _) = settle(&short_lead, &p.manifest, t(104), &mut minter);
+    assert_eq!(state_of(&due.manifest, &pending), Some(KeyState::Pending));
+    assert_eq!(due.next_rotation_at, Some(t(105)));
+    let (later, _) = settle(&short_lead, &p.manifest, t(105), &mut minter);
+    assert_eq!(state_of(&later.manifest, &pending), Some(KeyState::Active));
+}
+
+#[test]
+fn verifier_caches_do_not_lengthen_the_retention_of_a_retired_key() {
+    // A key taken out of the JWKS lingers in caches, which only accepts tokens longer: the key
+    // must be published while a token it signed is valid, and no longer.
+    let mut minter = Minter::default();
+    let (p, _) = settle(&cached(), &Manifest::empty(), t(0), &mut minter);
+    let first = p.manifest.keys[0].kid.clone();
+    let (p, _) = settle(&cached(), &p.manifest, t(80), &mut minter);
+    let (p, _) = settle(&cached(), &p.manifest, t(100), &mut minter);
+    assert_eq!(
+        p.manifest.get(&first).unwrap().expires_at,
+        Some(t(137)),
+        "retiredAt + propagationDelay + tokenTTL + clockSkew, with no cache time"
+    );
+}
+
+#[test]
+fn a_pending_key_that_left_the_jwks_waits_propagation_delay_plus_cache_ttl_from_its_return() {
+    let mut minter = Minter::default();
+    let (p, _) = settle(&cached(), &Manifest::empty(), t(0), &mut minter);
+    let first = p.manifest.keys[0].kid.clone();
+    let (p, _) = settle(&cached(), &p.manifest, t(80), &mut minter);
+    let pending = p.manifest.keys[1].kid.clone();
+    // At 90 an older JWKS is restored: verifiers fetching now cache a copy without the key.
+    let restored = super::evidence(&p.manifest, &BTreeSet::from([first]));
+    let (back, _) = super::settle_from(&cached(), &restored, t(90), &mut minter);
+    assert_eq!(
+        back.manifest.get(&pending).unwrap().published_at,
+        Some(t(90))
+    );
+    let (due, _) = settle(&cached(), &back.manifest, t(109), &mut minter);
+    assert_eq!(
+        state_of(&due.manifest, &pending),
+        Some(KeyState::Pending),
+        "due at 100, but a copy fetched at 90 lives until 105 and reaches pods by 110"
+    );
+    let (later, _) = settle(&cached(), &back.manifest, t(110), &mut minter);
+    assert_eq!(state_of(&later.manifest, &pending), Some(KeyState::Active));
+}
+
+#[test]
+fn a_revocation_is_effective_for_every_verifier_propagation_delay_plus_cache_ttl_after_it_left_the_jwks()
+ {
+    let mut minter = Minter::default();
+    let (p, _) = settle(&cached(), &Manifest::empty(), t(0), &mut minter);
+    let first = p.manifest.keys[0].kid.clone();
+    let mut revoking = cached();
+    revoking.revoked_kids.insert(first.clone());
+    let (_, transitions) = settle(&revoking, &p.manifest, t(10), &mut minter);
+    let this_pass = unpublished_by_pass(&Evidence::default(), &transitions);
+    assert!(this_pass.contains(&first), "the pass took it out");
+    let r = revocations(&revoking, &[], &this_pass, t(10));
+    assert_eq!(
+        r,
+        vec![Revocation {
+            kid: first.clone(),
+            unpublished_at: t(10),
+            effective_at: t(30),
+        }],
+        "out at 10, then 5s of propagation and 15s of cache"
+    );
+    // Later passes keep the times: the key stays out.
+    let again = revocations(&revoking, &r, &BTreeSet::new(), t(50));
+    assert_eq!(again, r);
+}
+
+#[test]
+fn a_revoked_key_a_restored_jwks_published_again_counts_from_the_pass_that_took_it_out_again() {
+    let mut revoking = cached();
+    revoking.revoked_kids.insert("k".repeat(43));
+    let first = revocations(&revoking, &[], &BTreeSet::new(), t(10));
+    let seen_again = BTreeSet::from(["k".repeat(43)]);
+    let r = revocations(&revoking, &first, &seen_again, t(40));
+    assert_eq!(r[0].unpublished_at, t(40));
+    assert_eq!(r[0].effective_at, t(60));
+}
+
+#[test]
+fn raising_the_cache_ttl_moves_the_effective_time_later_and_lowering_it_does_not() {
+    let mut revoking = cached();
+    revoking.revoked_kids.insert("k".repeat(43));
+    let r = revocations(&revoking, &[], &BTreeSet::new(), t(10));
+    assert_eq!(r[0].effective_at, t(30));
+    let raised = with_cache(revoking.clone(), 100);
+    let r = revocations(&raised, &r, &BTreeSet::new(), t(20));
+    assert_eq!(r[0].effective_at, t(115));
+    let lowered = with_cache(revoking.clone(), 0);
+    let r = revocations(&lowered, &r, &BTreeSet::new(), t(30));
+    assert_eq!(
+        r[0].effective_at,
+        t(115),
+        "caches filled under the longer time"
+    );
+    let unlisted = revocations(&cached(), &r, &BTreeSet::new(), t(40));
+    assert!(
+        unlisted.is_empty(),
+        "a kid taken off the list is not reported"
+    );
+}
+
+#[test]
+fn an_effective_time_is_never_shown_earlier_than_it_is() {
+    let mut revoking = cached();
+    revoking.revoked_kids.insert("k".repeat(43));
+    let late = t(10) + jiff::SignedDuration::from_millis(300);
+    let r = revocations(&revoking, &[], &BTreeSet::new(), late);
+    assert_eq!(r[0].effective_at, t(31), "30.3s rounds up to whole seconds");
 }
