@@ -90,6 +90,8 @@ struct Rotation {
     since: Timestamp,
     /// When the Secret naming the new key active reached this client.
     seen: Timestamp,
+    /// When the API server says it was written (its managedFields, to the second).
+    written: Option<Timestamp>,
     /// The new key's `activatedAt`, `createdAt` and publication + `publishLead`.
     stamped: Timestamp,
     created: Timestamp,
@@ -97,7 +99,13 @@ struct Rotation {
 }
 
 impl Track {
-    fn observe(&mut self, manifest: &Manifest, args: &Args, now: Timestamp) -> anyhow::Result<()> {
+    fn observe(
+        &mut self,
+        manifest: &Manifest,
+        written: Option<Timestamp>,
+        args: &Args,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
         let Some(active) = manifest.active() else {
             return Ok(());
         };
@@ -122,6 +130,7 @@ impl Track {
                 due,
                 since: due,
                 seen: now,
+                written,
                 stamped: active.activated_at.unwrap_or(now),
                 created: active.created_at,
                 ready: active.published_at.map(|p| p + args.lead),
@@ -170,10 +179,12 @@ async fn main() -> anyhow::Result<()> {
             continue;
         };
         let manifest = Manifest::from_json(&bytes.0)?;
-        tracks
-            .entry(set.clone())
-            .or_default()
-            .observe(&manifest, &args, now)?;
+        tracks.entry(set.clone()).or_default().observe(
+            &manifest,
+            last_written(&secret),
+            &args,
+            now,
+        )?;
         if let Some(pid) = args.freeze
             && resumed.is_none()
             && let Some(due) = all_due(&tracks, args.sets)
@@ -183,6 +194,12 @@ async fn main() -> anyhow::Result<()> {
     }
     report(&tracks, args.lead, resumed);
     Ok(())
+}
+
+/// The latest write time the API server recorded in the object's managedFields.
+fn last_written(secret: &Secret) -> Option<Timestamp> {
+    let fields = secret.metadata.managed_fields.iter().flatten();
+    fields.filter_map(|f| f.time.as_ref().map(|t| t.0)).max()
 }
 
 /// When every set is due with its next key ready, once all of those keys are published.
@@ -250,6 +267,11 @@ fn report(tracks: &BTreeMap<String, Track>, lead: SignedDuration, resumed: Optio
         "activation late, seen (Secret watch event - due)",
         &rotations,
         |r| ms(r.seen.duration_since(r.since)),
+    );
+    line(
+        "activation late, written (managedFields time, to the second)",
+        &rotations,
+        |r| r.written.map_or(0, |w| ms(w.duration_since(r.since))),
     );
     line(
         "activation late, stamped (activatedAt - due)",

@@ -17,7 +17,9 @@
 # once every next key is published, and continued when all are due, so all fall due at once.
 # Usage: [ALG=ES256] [MODE=both|operator|floor|herd] [OPERATOR=binary] benches/scale.sh [N ...]
 #        (default N: 100 1000; OPERATOR: the release build of this checkout)
-#        WRAP="heaptrack -o /tmp/op" runs the operator under a profiler.
+#        WRAP="heaptrack -o /tmp/op" runs the operator under a profiler; OPERATOR_ARGS adds
+#        flags to its command line (--max-concurrent-reconciles 64); HERD_RUNS="frozen" runs
+#        one of the two herds (default: "created frozen").
 # Leaves nothing running; prints the figures, and a log directory under /tmp on failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -85,6 +87,15 @@ requests() {
     END { for (k in total) print k, total[k] }' | sort
 }
 
+# Refused requests (codes 4xx and 5xx) to the resources a set's reconcile touches, by code.
+refused() {
+  kc get --raw /metrics | awk '
+    /^apiserver_request_total\{/ && /resource="(secrets|configmaps|jwtkeysets|events)"/ {
+      if (match($1, /code="[45][0-9][0-9]"/)) n[substr($1, RSTART + 6, 3)] += $2
+    }
+    END { for (c in n) printf "%s:%d ", c, n[c] }'
+}
+
 # The difference of two `requests` snapshots, per set, less the bench's own requests: its N
 # creates and its LISTs; WATCHes are long-lived and not per set.
 per_set() {
@@ -122,7 +133,8 @@ ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
 # Starts the operator on namespace $1 (log: $2), its watches established.
 start_operator() {
-  ${WRAP:-} "$OPERATOR" run --namespace "$1" --metrics-addr 127.0.0.1:0 >"$2" 2>&1 &
+  # shellcheck disable=SC2086 # OPERATOR_ARGS: words
+  ${WRAP:-} "$OPERATOR" run --namespace "$1" --metrics-addr 127.0.0.1:0 ${OPERATOR_ARGS:-} >"$2" 2>&1 &
   OP=$!
   for _ in $(seq 1 100); do grep -q "connected to the Kubernetes API server" "$2" && break; sleep 0.1; done
   # Under a wrapper, the operator is the wrapper's child: measure and stop that process.
@@ -185,7 +197,7 @@ run_herd() {
   echo "herd ($how), $n $ALG sets (rotationInterval ${HERD_INTERVAL}s, publishLead ${HERD_LEAD}s): all Ready in $(ms_since "$start") ms"
   sleep 5   # follow-up passes settle
   requests >"$DIR/before"
-  local hwm; hwm=$(rss VmHWM)
+  local hwm refused_before; hwm=$(rss VmHWM); refused_before=$(refused)
   local freeze=(); [ "$how" = created ] || freeze=(--freeze "$OP")
   "$HERD" --namespace "$ns" --sets "$n" --interval "$HERD_INTERVAL" --lead "$HERD_LEAD" "${freeze[@]}" 2>"$DIR/herd-$how-$n.log" ||
     { cat "$DIR/herd-$how-$n.log" >&2; exit 1; }
@@ -193,6 +205,7 @@ run_herd() {
   requests >"$DIR/after"
   echo "  requests for one rotation (pending key, activation, expiry), per set:"
   per_set "$DIR/before" "$DIR/after" "$n"
+  echo "  refused requests (code:count), before: ${refused_before:-none}; after: $(refused)"
   echo "  RSS $(rss VmRSS) KiB; peak $hwm KiB while creating, $(rss VmHWM) KiB after the rotation"
   kill "$OP"; wait "$OP" 2>/dev/null || true; OP=""
 }
@@ -201,7 +214,7 @@ for n in "${SIZES[@]}"; do
   case "$MODE" in
     operator) run_operator "$n" ;;
     floor) run_floor "$n" ;;
-    herd) run_herd "$n" created; run_herd "$n" frozen ;;
+    herd) for how in ${HERD_RUNS:-created frozen}; do run_herd "$n" "$how"; done ;;
     *) run_operator "$n"; run_floor "$n" ;;
   esac
 done
