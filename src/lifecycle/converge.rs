@@ -135,10 +135,7 @@ async fn write_round<C: Cluster>(
             && !observed.published.contains(&k.kid)
     });
     if !signed_unpublished {
-        let stamped = stamp_stored_symmetric(plan, cluster.now());
         cluster.store(&plan.manifest).await?;
-        let published = stamped.into_iter().map(|kid| Transition::Published { kid });
-        plan.transitions.extend(published);
         return cluster.publish(&jwks).await;
     }
     let first = published_before_storing(&plan.manifest, observed);
@@ -178,21 +175,6 @@ fn stamp_published(plan: &mut Plan, published: &Jwks, published_at: Timestamp) {
                 .push(Transition::Published { kid: k.kid.clone() });
         }
     }
-}
-
-/// A symmetric key that may sign is published by the very write that stores it (verifiers read
-/// the Secret's verification set): that write records its publication, rather than a second
-/// Secret write next round (a new HMAC set: one Secret create). Pending keys are left to be
-/// stamped once the write is acknowledged, since their lead counts from it. The kids stamped.
-fn stamp_stored_symmetric(plan: &mut Plan, at: Timestamp) -> Vec<String> {
-    let mut stamped = Vec::new();
-    for k in plan.manifest.keys.iter_mut() {
-        if k.alg.is_symmetric() && k.state != KeyState::Pending && k.published_at.is_none() {
-            k.published_at = Some(at);
-            stamped.push(k.kid.clone());
-        }
-    }
-    stamped
 }
 
 /// After both writes: verifiers see every key held (symmetric ones in the Secret), and the

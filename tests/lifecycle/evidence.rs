@@ -540,53 +540,6 @@ impl Cluster for Recorder<'_> {
     }
 }
 
-/// Records every manifest stored.
-struct Stores<'m> {
-    minter: &'m mut Minter,
-    stored: Vec<Manifest>,
-}
-
-impl Cluster for Stores<'_> {
-    type Error = &'static str;
-    fn now(&mut self) -> jiff::Timestamp {
-        t(0)
-    }
-    fn mint(&mut self, alg: Algorithm, size: Option<RsaKeySize>) -> Result<NewKey, &'static str> {
-        let Ok(k) = self.minter.mint(alg, size);
-        Ok(k)
-    }
-    async fn store(&mut self, manifest: &Manifest) -> Result<(), &'static str> {
-        self.stored.push(manifest.clone());
-        Ok(())
-    }
-    async fn publish(&mut self, _: &Jwks) -> Result<(), &'static str> {
-        Ok(())
-    }
-}
-
-#[test]
-fn a_new_hmac_set_is_stored_once_with_its_publication_recorded() {
-    let mut minter = Minter::default();
-    let mut cluster = Stores {
-        minter: &mut minter,
-        stored: Vec::new(),
-    };
-    let hmac = policy(Algorithm::HS256, 100, 20, 5, 30, 2);
-    let c = futures::executor::block_on(converge(&mut cluster, &hmac, &Evidence::default()));
-    assert!(c.unwrap().settled);
-    let first = &cluster.stored[0];
-    let active = first.active().expect("the first key signs at once");
-    assert_eq!(
-        active.published_at,
-        Some(t(0)),
-        "the write that stores it publishes it"
-    );
-    assert!(
-        cluster.stored.iter().all(|m| m == first),
-        "every later store is the same manifest: one Secret write"
-    );
-}
-
 #[test]
 fn a_key_that_must_sign_at_once_is_published_before_the_secret_names_it() {
     let mut minter = Minter::default();
