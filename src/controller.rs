@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::controller::Config;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -19,13 +20,15 @@ use crate::leader::Fence;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Clock, Context, MANAGED_BY_LABEL, MANAGER};
 
-/// Reconciles JwtKeySets in `namespaces` (all namespaces when empty) until `shutdown`.
+/// Reconciles JwtKeySets in `namespaces` (all namespaces when empty) until `shutdown`, at most
+/// `concurrency` sets at a time per namespace watched.
 pub async fn run(
     client: Client,
     namespaces: Vec<String>,
     clock: Clock,
     fence: Arc<Fence>,
     metrics: Arc<Metrics>,
+    concurrency: u16,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
@@ -46,7 +49,11 @@ pub async fn run(
             let (maps, map_store) = owned(scoped::<ConfigMap>(&client, ns.as_deref()));
             secret_stores.push(secret_store);
             map_stores.push(map_store);
+            // Bounded: with every due set at once, memory grew with the sets due (each pass
+            // holds its objects and its requests), and the API server queued them all anyway.
+            // Sets beyond the bound wait in the scheduler, a key each, in due order.
             Controller::for_stream(sets, set_store)
+                .with_config(Config::default().concurrency(concurrency))
                 .owns_stream(secrets)
                 .owns_stream(maps)
         })

@@ -50,6 +50,10 @@ enum Command {
         /// How often the Lease is renewed, or tried by a standby.
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         lease_retry_period: std::time::Duration,
+        /// Sets reconciled at once (per namespace watched); the others wait their turn, in due
+        /// order. Memory grows with it; see the README's Performance section.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+        max_concurrent_reconciles: u16,
     },
     #[command(flatten)]
     Operate(cli::Command),
@@ -130,6 +134,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             lease_duration,
             lease_renew_deadline,
             lease_retry_period,
+            max_concurrent_reconciles: concurrency,
         } => {
             init_logging(log_format);
             if !(lease_retry_period < lease_renew_deadline && lease_renew_deadline < lease_duration)
@@ -160,7 +165,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                     let fence = Arc::new(Fence::default());
                     let stopping = shutdown.clone();
                     tokio::select! {
-                        _ = controller::run(client, namespaces, clock, fence, metrics, shutdown) => {}
+                        _ = controller::run(client, namespaces, clock, fence, metrics, concurrency, shutdown) => {}
                         // Never hang on the way out: writes are crash-safe, so a bounded grace is enough.
                         _ = async { stopping.await; tokio::time::sleep(leader::SHUTDOWN_GRACE).await } => {
                             tracing::warn!("in-flight work did not finish within the shutdown grace; exiting");
@@ -198,6 +203,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                             clock.clone(),
                             fence.clone(),
                             metrics.clone(),
+                            concurrency,
                             shutdown.clone(),
                         )
                     }
