@@ -3,6 +3,7 @@
 //! operator, a simulated cluster in the property tests). Only what changed is written.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -43,36 +44,58 @@ pub struct TooLarge {
     pub bytes: usize,
 }
 
-/// Keys minted for a write that did not succeed, by set: offered again rather than generating
-/// another key on every retry.
+/// What this process remembers of its writes, by set (lost when it restarts): a key minted for
+/// a write that did not succeed, offered again rather than generating another on every retry;
+/// and the manifest it last stored, whose times are then its own and not evidence to doubt.
+/// The manifest is kept as a keyed hash (random per process, so no one can forge a match):
+/// a few bytes a set, not a copy of every set's manifest.
 #[derive(Default)]
-pub struct Unwritten(Mutex<HashMap<String, Arc<KeyMaterial>>>);
+pub struct WriteMemory {
+    sets: Mutex<HashMap<String, SetWrites>>,
+    hasher: RandomState,
+}
 
-impl Unwritten {
+#[derive(Default)]
+struct SetWrites {
+    unwritten: Option<Arc<KeyMaterial>>,
+    manifest: Option<u64>,
+}
+
+impl WriteMemory {
+    fn with<T>(&self, set: &str, f: impl FnOnce(&mut SetWrites) -> T) -> Option<T> {
+        let mut held = self.sets.lock().ok()?;
+        Some(f(held.entry(set.to_string()).or_default()))
+    }
     fn matching(
         &self,
         set: &str,
         alg: Algorithm,
         size: Option<RsaKeySize>,
     ) -> Option<Arc<KeyMaterial>> {
-        let held = self.0.lock().ok()?;
-        held.get(set)
+        self.with(set, |w| w.unwritten.clone())
+            .flatten()
             .filter(|k| k.alg() == alg && (!alg.is_rsa() || k.rsa_size() == size))
-            .cloned()
     }
     fn keep(&self, set: &str, key: Arc<KeyMaterial>) {
-        if let Ok(mut held) = self.0.lock() {
-            held.insert(set.to_string(), key);
-        }
+        self.with(set, |w| w.unwritten = Some(key));
     }
-    fn written(&self, set: &str, manifest: &Manifest) {
-        if let Ok(mut held) = self.0.lock()
-            && held
-                .get(set)
+    fn written(&self, set: &str, manifest: &Manifest, stored: Option<&ByteString>) {
+        self.with(set, |w| {
+            if w.unwritten
+                .as_ref()
                 .is_some_and(|k| manifest.get(k.kid()).is_some())
-        {
-            held.remove(set);
-        }
+            {
+                w.unwritten = None;
+            }
+            w.manifest = stored.map(|b| self.hasher.hash_one(&b.0));
+        });
+    }
+    /// Whether `secret` holds the manifest this process last stored for `set`.
+    pub fn stored_last(&self, set: &str, secret: Option<&BTreeMap<String, ByteString>>) -> bool {
+        let read = secret.and_then(|d| d.get(layout::MANIFEST));
+        let read = read.map(|b| self.hasher.hash_one(&b.0));
+        self.with(set, |w| read.is_some() && w.manifest == read)
+            .unwrap_or(false)
     }
 }
 
@@ -85,6 +108,8 @@ pub struct Read<'a> {
     /// `status.rotationRequest`.
     pub remembered_rotation_request: Option<String>,
     pub spec_algorithm: Algorithm,
+    /// The Secret holds the manifest this process last stored (`WriteMemory::stored_last`).
+    pub own_manifest: bool,
 }
 
 /// Reads the objects into evidence for the core, and the private material found.
@@ -118,6 +143,7 @@ pub fn observe(read: Read<'_>) -> (Evidence, Materials) {
         published,
         memory: read.memory,
         remembered_rotation_request: read.remembered_rotation_request,
+        own_manifest: read.own_manifest,
     };
     (evidence, materials)
 }
@@ -129,7 +155,7 @@ pub struct SetObjects<'a, O> {
     jwks: Option<BTreeMap<String, String>>,
     jwks_key: String,
     materials: Materials,
-    unwritten: &'a Unwritten,
+    write_memory: &'a WriteMemory,
     set: String,
     /// Metadata to repair (our labels were removed): write even if the data is unchanged.
     rewrite_secret: bool,
@@ -137,7 +163,7 @@ pub struct SetObjects<'a, O> {
 }
 
 impl<'a, O: ObjectApi> SetObjects<'a, O> {
-    /// `set` identifies the set for `unwritten`; the data are the objects as read.
+    /// `set` identifies the set for `write_memory`; the data are the objects as read.
     pub fn new(
         api: O,
         set: String,
@@ -145,7 +171,7 @@ impl<'a, O: ObjectApi> SetObjects<'a, O> {
         jwks: Option<BTreeMap<String, String>>,
         jwks_key: String,
         materials: Materials,
-        unwritten: &'a Unwritten,
+        write_memory: &'a WriteMemory,
     ) -> Self {
         SetObjects {
             api,
@@ -153,7 +179,7 @@ impl<'a, O: ObjectApi> SetObjects<'a, O> {
             jwks,
             jwks_key,
             materials,
-            unwritten,
+            write_memory,
             set,
             rewrite_secret: false,
             rewrite_jwks: false,
@@ -176,11 +202,11 @@ impl<O: ObjectApi> Cluster for SetObjects<'_, O> {
     }
 
     fn mint(&mut self, alg: Algorithm, size: Option<RsaKeySize>) -> Result<NewKey, O::Error> {
-        let key = match self.unwritten.matching(&self.set, alg, size) {
+        let key = match self.write_memory.matching(&self.set, alg, size) {
             Some(key) => key,
             None => self.api.generate(alg, size)?,
         };
-        self.unwritten.keep(&self.set, key.clone());
+        self.write_memory.keep(&self.set, key.clone());
         let new = NewKey {
             kid: key.kid().to_string(),
             alg,
@@ -208,7 +234,8 @@ impl<O: ObjectApi> Cluster for SetObjects<'_, O> {
             self.secret = Some(data);
             self.rewrite_secret = false;
         }
-        self.unwritten.written(&self.set, manifest);
+        let stored = self.secret.as_ref().and_then(|d| d.get(layout::MANIFEST));
+        self.write_memory.written(&self.set, manifest, stored);
         Ok(())
     }
 

@@ -28,7 +28,7 @@ use crate::layout::LayoutError;
 use crate::leader::{Fence, NotLeader};
 use crate::lifecycle::{self, ObjectNames, Stopped, WrittenNames};
 use crate::metrics::Metrics;
-use crate::objects::{self, ObjectApi, SetObjects, TooLarge, Unwritten};
+use crate::objects::{self, ObjectApi, SetObjects, TooLarge, WriteMemory};
 use crate::report::{self, Blocked};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -62,7 +62,7 @@ pub struct Context {
     pub fence: Arc<Fence>,
     pub metrics: Arc<Metrics>,
     /// Keys minted for writes that failed, offered again on the retry.
-    pub unwritten: Unwritten,
+    pub write_memory: WriteMemory,
     /// Consecutive failures per set, for the back-off.
     pub failures: Mutex<HashMap<String, u32>>,
     /// The watch caches of the sets' Secrets and ConfigMaps, which reconcile reads.
@@ -88,7 +88,7 @@ impl Context {
             recorders: Mutex::default(),
             fence,
             metrics,
-            unwritten: Unwritten::default(),
+            write_memory: WriteMemory::default(),
             failures: Mutex::default(),
             caches,
             status_written: Mutex::default(),
@@ -495,6 +495,9 @@ fn observe<'a>(
         memory,
         remembered_rotation_request: set.status.as_ref().and_then(|s| s.rotation_request.clone()),
         spec_algorithm: valid.policy.algorithm,
+        own_manifest: ctx
+            .write_memory
+            .stored_last(&set_key(set), secret_data.as_ref()),
     });
     // Our labels removed (the watch selects by them), or binaryData added: write them again.
     let repair_secret = objects
@@ -512,7 +515,7 @@ fn observe<'a>(
         jwks_data,
         valid.jwks_key.clone(),
         materials,
-        &ctx.unwritten,
+        &ctx.write_memory,
     )
     .rewrite(repair_secret, repair_map);
     (evidence, cluster)

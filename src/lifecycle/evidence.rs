@@ -8,7 +8,7 @@
 //! |---|------|-----|
 //! | 1 | A key is identified by its own thumbprint: a record whose kid is not the thumbprint of its JWK loses the JWK; material is found in whatever file or encoding survives | names can be edited, mathematics cannot |
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
-//! | 2b | With the status lost, every key keeps published for the longest retention a valid spec allows (16 rotation intervals) once it retires, a retired key counts as retired from now, and a pending key as published from now | the Secret may be a copy from before a tokenTTL was shortened, or from when a key that signed since was pending, or its times edited; tokens signed under the longer TTL are alive, and verifiers may have lost a pending key since the copy |
+//! | 2b | With the status lost, every key keeps published for the longest retention a valid spec allows (16 rotation intervals) once it retires, a retired key counts as retired from now, and a pending key as published from now, until this process has stored the manifest itself | the Secret may be a copy from before a tokenTTL was shortened, or from when a key that signed since was pending, or its times edited; tokens signed under the longer TTL are alive, and verifiers may have lost a pending key since the copy |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again, and a forced rotation older than the active key's activation was served by it | an emptied or restored manifest must not rotate a second time |
@@ -17,8 +17,8 @@
 //! | 5b | A pending key the status does not list, while it lists a key created after its publication, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot, or active in the status) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
-//! | 7b | With no active record, a retired or pending record of the key in the signing slot (not revoked; named active by the status, or the status lost), or else of the key the status names active whose material survives, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
-//! | 7c | An active record whose key is not in the signing slot, while the slot holds another key of the set (not revoked; named active by the status, or the status lost) that the status does not contradict, is wrong: it goes back to pending when the status says so, else retires now, and the slot's key signs on (7b) | the operator activates a key in the same write that puts it in the signing slot; an edited state must not make a key sign before its lead |
+//! | 7b | With no active record that can sign (material left), a retired or pending record of the key in the signing slot (not revoked; named active or pending by the status, recovered, or the status lost), or else of the key the status names active whose material survives, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
+//! | 7c | An active record whose key is not in the signing slot and that the status does not name active, while the slot holds another key 7b vouches for, is wrong: it goes back to pending when the status says so, else retires now, and the slot's key signs on (7b) | the operator activates a key in the same write that puts it in the signing slot; an edited state must not make a key sign before its lead |
 //! | 8 | A retired key with no public JWK left anywhere cannot be published and is dropped; keys with material are never dropped here | only expiry, revocation or loss of every encoding removes a key |
 //! | 9 | A manifest of a newer version blocks: nothing is written | never destroy what a newer operator wrote |
 //!
@@ -95,6 +95,8 @@ pub struct Evidence {
     pub memory: Vec<KeyRecord>,
     /// `status.rotationRequest`: the last rotate-annotation value the operator honoured.
     pub remembered_rotation_request: Option<String>,
+    /// The manifest read is the one this process last stored: its times are the operator's own.
+    pub own_manifest: bool,
 }
 
 /// Something the weighing found and repaired, for Events and logs. Never holds key material.
@@ -147,7 +149,7 @@ pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Wei
     w.merge_records();
     w.forgotten_stay_retired();
     w.recover_unrecorded(policy);
-    w.status_lost_longest_retention(policy);
+    w.status_lost_trust_no_time(policy);
     w.attach_public_parts();
     w.unconfirmed_activation_steps_back(policy);
     w.signing_key_signs_on(policy);
@@ -173,6 +175,8 @@ struct Weighing<'e> {
     /// Kids signers may be using now: the signing files, and the `kid` file.
     signing: BTreeSet<&'e str>,
     records: BTreeMap<String, KeyRecord>,
+    /// Keys no record named, proven the set's own by material and publication (rule 2).
+    recovered: BTreeSet<String>,
     retire_on_write: BTreeSet<String>,
     findings: Vec<Finding>,
 }
@@ -214,6 +218,7 @@ impl<'e> Weighing<'e> {
             verify,
             signing,
             records: BTreeMap::new(),
+            recovered: BTreeSet::new(),
             retire_on_write: BTreeSet::new(),
             findings,
         })
@@ -274,6 +279,7 @@ impl<'e> Weighing<'e> {
                 });
                 self.records
                     .insert(kid.to_string(), recovered(key, self.now, policy));
+                self.recovered.insert(kid.to_string());
                 self.retire_on_write.insert(kid.to_string());
             } else {
                 self.findings.push(Finding::Unrecorded {
@@ -292,13 +298,15 @@ impl<'e> Weighing<'e> {
         }
     }
 
-    /// Rule 2b: with the status lost, how long the tokens of a key live is known only from the
-    /// Secret, which may be an older copy: from before a longer tokenTTL was shortened, or from
-    /// when a key that signed since was still pending. Every key is taken to live as long as
-    /// a valid spec with this interval allows, a retired key as retired from now, and a
-    /// pending key as published from now.
-    fn status_lost_longest_retention(&mut self, policy: &Policy) {
-        if !self.evidence.memory.is_empty() {
+    /// Rule 2b: with the status lost, the Secret's times are nobody's word: it may be an older
+    /// copy (from before a longer tokenTTL was shortened, from when a key that signed since was
+    /// still pending, from before verifiers lost a pending key) or edited. Every key is taken
+    /// to live as long as a valid spec with this interval allows, a retired key as retired
+    /// from now, and a pending key as published from now. Once this process stored the
+    /// manifest, its times are its own: re-stamping them on every pass while status writes
+    /// fail would rewrite the Secret each time and never let a pending key reach its lead.
+    fn status_lost_trust_no_time(&mut self, policy: &Policy) {
+        if !self.evidence.memory.is_empty() || self.evidence.own_manifest {
             return;
         }
         let longest = longest_valid_retention(policy);
@@ -386,14 +394,16 @@ impl<'e> Weighing<'e> {
     }
 
     /// The key in the signing slot that may sign on (rule 7b): of the set, not active, not
-    /// revoked, and named active by the status (or the status is lost). A key the status
-    /// remembers as retired or pending was taken out of signing by the operator.
+    /// revoked, and named active or pending by the status (pending: the status lags the
+    /// activation that put it there), or recovered (rule 2: a status that lags never knew
+    /// it), or the status is lost. A key the status remembers as retired was taken out of
+    /// signing by the operator.
     fn slot_key_vouched(&self, policy: &Policy) -> Option<String> {
         let memory = &self.evidence.memory;
-        let status_active = |kid: &str| {
+        let status_vouches = |kid: &str| {
             memory
                 .iter()
-                .any(|m| m.kid == kid && m.state == KeyState::Active)
+                .any(|m| m.kid == kid && m.state != KeyState::Retired)
         };
         self.records
             .values()
@@ -401,7 +411,9 @@ impl<'e> Weighing<'e> {
                 r.state != KeyState::Active
                     && self.signing.contains(r.kid.as_str())
                     && !policy.revoked_kids.contains(&r.kid)
-                    && (memory.is_empty() || status_active(&r.kid))
+                    && (memory.is_empty()
+                        || status_vouches(&r.kid)
+                        || self.recovered.contains(&r.kid))
             })
             .max_by_key(|r| (r.activated_at, r.kid.clone()))
             .map(|r| r.kid.clone())
@@ -460,26 +472,34 @@ impl<'e> Weighing<'e> {
                 r.retired_at = Some(self.now);
                 self.retire_on_write.insert(kid.clone());
             }
-            let now = if pending {
+            let became = if pending {
                 "pending"
             } else {
                 "retired from now"
             };
             self.findings.push(Finding::RecordCorrected {
                 kid,
-                what: format!("active but never in the signing slot; {now}"),
+                what: format!("active but not in the signing slot while another key is; {became}"),
             });
         }
     }
 
     /// Rule 7b: with no active record left, a retired or pending record of the key signers use
-    /// now (its material in the signing slot, not revoked) is wrong: the operator never retires
-    /// a key without naming its successor in the same write, and never puts a pending key in
-    /// the signing slot. An edited `state`, or both records lost, would otherwise make a key
-    /// nobody has seen sign at once in its place. The status must name it active, or be lost:
-    /// a key it forgot (rule 3b) stays retired.
+    /// now (its material in the signing slot, not revoked), or else of the key the status names
+    /// active (its material anywhere), is wrong: the operator never retires a key without
+    /// naming its successor in the same write, and never puts a pending key in the signing
+    /// slot. An edited `state`, a restored copy, or both records lost would otherwise make a
+    /// key nobody has seen sign at once in its place. A key the status forgot (rule 3b) or
+    /// remembers as retired stays retired.
     fn signing_key_signs_on(&mut self, policy: &Policy) {
-        if self.records.values().any(|r| r.state == KeyState::Active) {
+        // An active record whose key has no material left cannot sign: the slot's key is
+        // better than a fresh one that signs at once (rule 7 then retires the other).
+        let can_sign = |r: &KeyRecord| self.found.contains_key(r.kid.as_str());
+        if self
+            .records
+            .values()
+            .any(|r| r.state == KeyState::Active && can_sign(r))
+        {
             return;
         }
         let Some(kid) = self

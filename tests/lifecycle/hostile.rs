@@ -23,7 +23,7 @@ use jwt_key_rotator::layout::{self, LayoutError};
 use jwt_key_rotator::lifecycle::{
     self, KeyState, MANIFEST_VERSION, Manifest, ManifestRead, Policy, Stopped,
 };
-use jwt_key_rotator::objects::{self, ObjectApi, SetObjects, TooLarge, Unwritten};
+use jwt_key_rotator::objects::{self, ObjectApi, SetObjects, TooLarge, WriteMemory};
 use k8s_openapi::ByteString;
 use proptest::prelude::*;
 
@@ -144,8 +144,9 @@ enum Fault {
     /// only lose its publication: with a later restore of both objects on top, that is
     /// beyond what any evidence can tell.
     ForgetPublicPart(usize),
-    /// The next status write is refused: the status lags the Secret.
-    RefuseStatus,
+    /// The next n status writes are refused: the status lags the Secret (`u8::MAX`: for the
+    /// rest of the case, as with a missing RBAC rule).
+    RefuseStatus(u8),
     /// A record's time edited back (the status kept): field 0 createdAt, 1 activatedAt, 2
     /// retiredAt (its expiresAt moved back as much). Not publishedAt: while the status lags a
     /// publication (its write refused), nothing bounds how far back one may be moved; the
@@ -220,7 +221,7 @@ fn one_fault() -> impl Strategy<Value = Fault> {
             Fault::EditState { record, state, lose_status }
         }),
         1 => n.clone().prop_map(Fault::ForgetPublicPart),
-        1 => Just(Fault::RefuseStatus),
+        1 => prop_oneof![1u8..4, Just(u8::MAX)].prop_map(Fault::RefuseStatus),
         1 => (n.clone(), 0usize..3, 1i64..100_000)
             .prop_map(|(record, field, back)| Fault::EditTimeBack { record, field, back }),
         1 => (n.clone(), 0usize..4, prop_oneof![0i64..120, 0i64..40_000_000])
@@ -323,8 +324,8 @@ struct World {
     emergency_reads: usize,
     /// Faults that hit this pass's read (after it read, before a write).
     during_hit: usize,
-    /// The next status write is refused.
-    refuse_status: bool,
+    /// Status writes still to refuse (`u8::MAX`: all of them).
+    refuse_status: u8,
     checker: Checker,
 }
 
@@ -349,7 +350,7 @@ impl ObjectApi for SimApi<'_> {
         alg: Algorithm,
         _size: Option<RsaKeySize>,
     ) -> Result<Arc<KeyMaterial>, KeyError> {
-        // A key minted for a write that failed is offered again (`Unwritten`) until the process
+        // A key minted for a write that failed is offered again (`WriteMemory`) until the process
         // restarts: generating another would leave one more key per failed write.
         if let Some((prev, kid, false)) = &self.world.last_minted
             && *prev == alg
@@ -449,7 +450,7 @@ impl World {
             request_forgotten: false,
             emergency_reads: 0,
             during_hit: 0,
-            refuse_status: false,
+            refuse_status: 0,
             checker: Checker::default(),
         }
     }
@@ -717,8 +718,8 @@ fn fault_changes(world: &mut World, fault: &Fault) -> (bool, bool) {
             (true, false)
         }
         Fault::NewerManifest => (set_manifest_version(objects, MANIFEST_VERSION + 1), false),
-        Fault::RefuseStatus => {
-            world.refuse_status = true;
+        Fault::RefuseStatus(n) => {
+            world.refuse_status = world.refuse_status.max(*n);
             (false, false)
         }
         Fault::EditTimeBack {
@@ -929,11 +930,16 @@ struct Checker {
 }
 
 impl Checker {
-    /// At the start of a pass, what the operator reads.
-    fn operator_reads(&mut self, seen: &Seen, policy: &Policy) {
+    /// At the start of a pass, what the operator reads. A pass blocked by a newer manifest
+    /// writes and records nothing: a gap in the JWKS that only such a pass read, and that a
+    /// restore closed before the operator could act, is not one it can answer for (a known
+    /// limit, in the README).
+    fn operator_reads(&mut self, seen: &Seen, policy: &Policy, blocked: bool) {
         self.stale_map = false;
-        self.published_since
-            .retain(|kid, _| seen.verifiable.contains(kid));
+        if !blocked {
+            self.published_since
+                .retain(|kid, _| seen.verifiable.contains(kid));
+        }
         self.emergency = match &self.active {
             None => true,
             Some(active) => {
@@ -1286,9 +1292,9 @@ fn retired_in(objects: &Objects, kid: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// One reconcile of the set, as the operator's shell runs it; `unwritten` lives as long as the
+/// One reconcile of the set, as the operator's shell runs it; `write_memory` lives as long as the
 /// operator process.
-fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Converged> {
+fn pass(world: &mut World, write_memory: &mut WriteMemory) -> Option<lifecycle::Converged> {
     world.writes_this_pass = 0;
     let mut converged_once = None;
     for _ in 0..5 {
@@ -1300,7 +1306,7 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
             .is_some_and(|s| matches!(layout::read_manifest(s), ManifestRead::Newer(_)));
         world
             .checker
-            .operator_reads(&Seen::of(&objects), &world.policy);
+            .operator_reads(&Seen::of(&objects), &world.policy, world.read_newer);
         world.emergency_reads += usize::from(world.checker.emergency);
         world.note_request_memory(&objects);
         let memory = objects
@@ -1314,6 +1320,7 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
             jwks_key: JWKS_KEY,
             memory,
             remembered_rotation_request: objects.status_rotation_request.clone(),
+            own_manifest: write_memory.stored_last("set", objects.secret.as_ref()),
             spec_algorithm: world.policy.algorithm,
         });
         let policy = world.policy.clone();
@@ -1329,7 +1336,7 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
             objects.config_map.clone(),
             JWKS_KEY.into(),
             materials,
-            &*unwritten,
+            &*write_memory,
         );
         let result =
             futures::executor::block_on(lifecycle::converge(&mut cluster, &policy, &evidence));
@@ -1360,7 +1367,10 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
                         world.checker.failure.get_or_insert(e.to_string());
                     }
                 }
-                if std::mem::take(&mut world.refuse_status) {
+                if world.refuse_status > 0 {
+                    if world.refuse_status < u8::MAX {
+                        world.refuse_status -= 1;
+                    }
                     trace(|| format!("status write refused at {}", world.now));
                 } else {
                     world.objects.status = converged
@@ -1390,7 +1400,7 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
                 error: SimError::Crash,
                 ..
             }) => {
-                restart(world, unwritten);
+                restart(world, write_memory);
                 break;
             }
             Err(_) => break,
@@ -1401,15 +1411,15 @@ fn pass(world: &mut World, unwritten: &mut Unwritten) -> Option<lifecycle::Conve
 }
 
 /// The operator process starts again: what it held in memory is gone.
-fn restart(world: &mut World, unwritten: &mut Unwritten) {
-    *unwritten = Unwritten::default();
+fn restart(world: &mut World, write_memory: &mut WriteMemory) {
+    *write_memory = WriteMemory::default();
     world.last_minted = None;
 }
 
 /// Runs the operator at every wake-up it asked for until `target`, then at `target`.
 fn advance(
     world: &mut World,
-    unwritten: &mut Unwritten,
+    write_memory: &mut WriteMemory,
     last: &mut Option<lifecycle::Converged>,
     to: Timestamp,
 ) {
@@ -1423,10 +1433,10 @@ fn advance(
             break;
         }
         world.now = world.now.max(wake);
-        *last = pass(world, unwritten);
+        *last = pass(world, write_memory);
     }
     world.now = world.now.max(to);
-    *last = pass(world, unwritten);
+    *last = pass(world, write_memory);
 }
 
 fn change_spec(world: &mut World, event: &Event) {
@@ -1466,31 +1476,31 @@ fn change_spec(world: &mut World, event: &Event) {
 /// One event, and the operator's passes it causes.
 fn happen(
     world: &mut World,
-    unwritten: &mut Unwritten,
+    write_memory: &mut WriteMemory,
     last: &mut Option<lifecycle::Converged>,
     event: &Event,
 ) {
     match event {
         Event::Advance(s) => {
             let to = world.now + secs(*s);
-            advance(world, unwritten, last, to);
+            advance(world, write_memory, last, to);
             return;
         }
         Event::Down(s) => {
-            restart(world, unwritten);
+            restart(world, write_memory);
             world.now += secs(*s);
         }
         Event::JumpBack(s) => world.skew += secs(*s),
         Event::Between(f) => {
             if matches!(f, Fault::Crash) {
-                restart(world, unwritten);
+                restart(world, write_memory);
             }
             world.apply(f);
         }
         Event::During(n, f) => world.during.push((*n, f.clone())),
         spec => change_spec(world, spec),
     }
-    *last = pass(world, unwritten);
+    *last = pass(world, write_memory);
 }
 
 proptest! {
@@ -1499,10 +1509,10 @@ proptest! {
     #[test]
     fn no_token_breaks_whatever_happens_to_the_objects((policy, events) in scenario()) {
         let mut world = World::new(policy);
-        let mut unwritten = Unwritten::default();
-        let mut last = pass(&mut world, &mut unwritten);
+        let mut write_memory = WriteMemory::default();
+        let mut last = pass(&mut world, &mut write_memory);
         for event in &events {
-            happen(&mut world, &mut unwritten, &mut last, event);
+            happen(&mut world, &mut write_memory, &mut last, event);
             if let Some(failure) = &world.checker.failure {
                 prop_assert!(false, "{}", failure);
             }
@@ -1511,7 +1521,7 @@ proptest! {
         // Left alone, the set settles: one key signs, verifiers have it, and nothing is written.
         let calm = world.policy.rotation_interval + world.policy.publish_lead;
         let to = world.now + calm;
-        advance(&mut world, &mut unwritten, &mut last, to);
+        advance(&mut world, &mut write_memory, &mut last, to);
         if let Some(failure) = &world.checker.failure {
             prop_assert!(false, "{}", failure);
         }
@@ -1525,10 +1535,10 @@ proptest! {
             if wake > world.now + SignedDuration::from_millis(200) {
                 break;
             }
-            advance(&mut world, &mut unwritten, &mut last, wake + secs(1));
+            advance(&mut world, &mut write_memory, &mut last, wake + secs(1));
         }
         let versions = (world.secret_version, world.map_version);
-        let again = pass(&mut world, &mut unwritten);
+        let again = pass(&mut world, &mut write_memory);
         prop_assert!(again.is_some());
         prop_assert_eq!(versions, (world.secret_version, world.map_version), "a calm pass wrote");
         // And it keeps rotating: whatever the objects said (a time edited ahead, say), the key
@@ -1537,7 +1547,7 @@ proptest! {
         let (ri, pl) = (world.policy.rotation_interval, world.policy.publish_lead);
         let window = ri * 3 + pl + secs(130);
         let to = world.now + window;
-        advance(&mut world, &mut unwritten, &mut last, to);
+        advance(&mut world, &mut write_memory, &mut last, to);
         if let Some(failure) = &world.checker.failure {
             prop_assert!(false, "{}", failure);
         }
@@ -1604,14 +1614,14 @@ proptest! {
     ) {
         let (ri, pl) = (policy.rotation_interval, policy.publish_lead);
         let mut world = World::new(policy);
-        let mut unwritten = Unwritten::default();
-        let mut last = pass(&mut world, &mut unwritten);
+        let mut write_memory = WriteMemory::default();
+        let mut last = pass(&mut world, &mut write_memory);
         let to = world.now + secs(warmup);
-        advance(&mut world, &mut unwritten, &mut last, to);
+        advance(&mut world, &mut write_memory, &mut last, to);
         let signed_before = world.checker.ever_signable.clone();
         let asked = world.now;
-        happen(&mut world, &mut unwritten, &mut last, &Event::RequestRotation);
-        advance(&mut world, &mut unwritten, &mut last, asked + pl + secs(2));
+        happen(&mut world, &mut write_memory, &mut last, &Event::RequestRotation);
+        advance(&mut world, &mut write_memory, &mut last, asked + pl + secs(2));
         let fresh: Vec<String> = world.checker.ever_signable.difference(&signed_before).cloned().collect();
         prop_assert!(
             fresh.len() == 1,
@@ -1622,11 +1632,11 @@ proptest! {
         let emergencies = world.emergency_reads;
         for (gap, event) in &faults {
             let to = world.now + secs(*gap);
-            advance(&mut world, &mut unwritten, &mut last, to);
-            happen(&mut world, &mut unwritten, &mut last, event);
+            advance(&mut world, &mut write_memory, &mut last, to);
+            happen(&mut world, &mut write_memory, &mut last, event);
         }
         // Until the next scheduled rotation, no other key takes over.
-        advance(&mut world, &mut unwritten, &mut last, since + ri - secs(1));
+        advance(&mut world, &mut write_memory, &mut last, since + ri - secs(1));
         if let Some(failure) = &world.checker.failure {
             prop_assert!(false, "{}", failure);
         }
@@ -1672,14 +1682,14 @@ proptest! {
     #[test]
     fn a_burst_of_rotate_requests_holds_at_the_key_limit((policy, events) in burst_scenario()) {
         let mut world = World::new(policy);
-        let mut unwritten = Unwritten::default();
-        let mut last = pass(&mut world, &mut unwritten);
+        let mut write_memory = WriteMemory::default();
+        let mut last = pass(&mut world, &mut write_memory);
         let mut held = false;
         for (gap, fault) in &events {
             let to = world.now + secs(*gap);
-            advance(&mut world, &mut unwritten, &mut last, to);
+            advance(&mut world, &mut write_memory, &mut last, to);
             for event in fault.iter().chain([&Event::RequestRotation]) {
-                happen(&mut world, &mut unwritten, &mut last, event);
+                happen(&mut world, &mut write_memory, &mut last, event);
                 held |= last.as_ref().is_some_and(|c| c.plan.held_at_limit);
             }
             if let Some(failure) = &world.checker.failure {

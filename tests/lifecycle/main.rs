@@ -232,6 +232,7 @@ pub fn evidence(manifest: &Manifest, published: &BTreeSet<String>) -> Evidence {
             .collect(),
         memory: manifest.keys.clone(),
         remembered_rotation_request: manifest.rotation_request.clone(),
+        own_manifest: false,
     }
 }
 

@@ -46,7 +46,8 @@ ev-3c-forced-rotation-served | src/lifecycle/evidence.rs | .filter(|t| active_si
 ev-3-unpublished-waits-longest | src/lifecycle/evidence.rs | let unpublished = state == KeyState::Pending && b.published_at.is_none(); | let unpublished = false;
 ev-2-recovered-longest-retention | src/lifecycle/evidence.rs | longest_retention: Some(longest_valid_retention(policy)), | longest_retention: None,
 ev-2b-retired-counts-from-now | src/lifecycle/evidence.rs | if r.state == KeyState::Retired {\n                self.retire_on_write.insert | if false {\n                self.retire_on_write.insert
-ev-2b-status-lost-longest-retention | src/lifecycle/evidence.rs | fn status_lost_longest_retention(&mut self, policy: &Policy) {\n | fn status_lost_longest_retention(&mut self, policy: &Policy) {\n        return;\n
+ev-2b-status-lost-trust-no-time | src/lifecycle/evidence.rs | fn status_lost_trust_no_time(&mut self, policy: &Policy) {\n | fn status_lost_trust_no_time(&mut self, policy: &Policy) {\n        return;\n
+ev-2b-own-manifest-trusted | src/lifecycle/evidence.rs | if !self.evidence.memory.is_empty() || self.evidence.own_manifest { | if !self.evidence.memory.is_empty() {
 ev-4-clamp-future | src/lifecycle/evidence.rs | Some(at) if *at > add(now, FUTURE_TOLERANCE) => { | Some(at) if false && *at > add(now, FUTURE_TOLERANCE) => {
 ev-4-pending-with-times-retired | src/lifecycle/evidence.rs | if r.state == KeyState::Pending && (r.activated_at.is_some() || r.retired_at.is_some()) { | if false {
 ev-4-times-fit-state | src/lifecycle/evidence.rs | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n    return;\n
