@@ -11,7 +11,7 @@ use k8s_openapi::ByteString;
 
 use crate::keys::{Algorithm, Jwks, KeyError, KeyMaterial, RsaKeySize};
 use crate::layout::{self, AlgHints, LayoutError, Materials};
-use crate::lifecycle::{Cluster, Evidence, KeyRecord, Manifest, ManifestRead, NewKey};
+use crate::lifecycle::{Cluster, Evidence, KeyRecord, KeyState, Manifest, ManifestRead, NewKey};
 
 /// The most bytes the operator renders into the Secret's layout or a JWKS document. The API
 /// server refuses objects over 1 MiB; `MAX_KEYS` keys of the largest kind need about 60 KiB.
@@ -59,6 +59,8 @@ pub struct WriteMemory {
 struct SetWrites {
     unwritten: Option<Arc<KeyMaterial>>,
     manifest: Option<u64>,
+    /// The publication times of the pending keys in that manifest.
+    published: BTreeMap<String, Timestamp>,
 }
 
 impl WriteMemory {
@@ -88,8 +90,20 @@ impl WriteMemory {
                 w.unwritten = None;
             }
             w.manifest = stored.map(|b| self.hasher.hash_one(&b.0));
+            w.published = manifest
+                .keys
+                .iter()
+                .filter(|k| k.state == KeyState::Pending)
+                .filter_map(|k| Some((k.kid.clone(), k.published_at?)))
+                .collect();
         });
     }
+    /// When this process last stored each pending key of `set` as published: a status that
+    /// lags and a manifest lost since would otherwise bring back an older publication.
+    pub fn stored_publications(&self, set: &str) -> BTreeMap<String, Timestamp> {
+        self.with(set, |w| w.published.clone()).unwrap_or_default()
+    }
+
     /// Whether `secret` holds the manifest this process last stored for `set`.
     pub fn stored_last(&self, set: &str, secret: Option<&BTreeMap<String, ByteString>>) -> bool {
         let read = secret.and_then(|d| d.get(layout::MANIFEST));
@@ -110,6 +124,8 @@ pub struct Read<'a> {
     pub spec_algorithm: Algorithm,
     /// The Secret holds the manifest this process last stored (`WriteMemory::stored_last`).
     pub own_manifest: bool,
+    /// `WriteMemory::stored_publications`.
+    pub stored_publications: BTreeMap<String, Timestamp>,
 }
 
 /// Reads the objects into evidence for the core, and the private material found.
@@ -144,6 +160,7 @@ pub fn observe(read: Read<'_>) -> (Evidence, Materials) {
         memory: read.memory,
         remembered_rotation_request: read.remembered_rotation_request,
         own_manifest: read.own_manifest,
+        stored_publications: read.stored_publications,
     };
     (evidence, materials)
 }

@@ -97,6 +97,8 @@ pub struct Evidence {
     pub remembered_rotation_request: Option<String>,
     /// The manifest read is the one this process last stored: its times are the operator's own.
     pub own_manifest: bool,
+    /// When this process last stored each pending key as published (lost on restart).
+    pub stored_publications: BTreeMap<String, Timestamp>,
 }
 
 /// Something the weighing found and repaired, for Events and logs. Never holds key material.
@@ -360,11 +362,15 @@ impl<'e> Weighing<'e> {
                 .records
                 .get(&kid)
                 .is_some_and(|r| self.forgotten_by_status(r));
+            let stored = self.evidence.stored_publications.get(&kid).copied();
             if let Some(record) = self.records.get_mut(&kid) {
                 attach_public_part(record, material, published);
                 if record.state != KeyState::Pending || record.published_at.is_none() {
                     continue;
                 }
+                // This process stamped a later publication (the key came back after a gap)
+                // that a lagging status and a lost manifest would forget: it waits longest.
+                record.published_at = record.published_at.max(stored);
                 if !seen {
                     record.published_at = None;
                 } else if forgotten {

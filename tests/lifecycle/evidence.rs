@@ -148,6 +148,22 @@ fn with_the_status_lost_a_manifest_this_process_stored_keeps_its_times() {
 }
 
 #[test]
+fn a_publication_this_process_stored_outlasts_a_lagging_status_and_a_lost_manifest() {
+    let mut minter = Minter::default();
+    let (m, [_, _, pending]) = rotated(&mut minter);
+    // The pending key left the JWKS and came back: this process stamped it published at
+    // t(181). The status write failed (it still says t(180)) and the manifest was lost.
+    let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Absent);
+    e.stored_publications = [(pending.clone(), t(181))].into();
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    assert_eq!(w.manifest.get(&pending).unwrap().published_at, Some(t(181)));
+    // An older stored time changes nothing: the later one waits longer.
+    e.stored_publications = [(pending.clone(), t(100))].into();
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    assert_eq!(w.manifest.get(&pending).unwrap().published_at, Some(t(180)));
+}
+
+#[test]
 fn with_status_and_manifest_both_lost_the_key_signers_use_signs_on_and_the_others_are_retired() {
     let mut minter = Minter::default();
     let (m, [_, active, pending]) = rotated(&mut minter);
@@ -304,6 +320,7 @@ fn a_key_no_record_names_is_not_published_whatever_the_jwks_says() {
         memory: Vec::new(),
         remembered_rotation_request: None,
         own_manifest: false,
+        stored_publications: Default::default(),
     };
     let w = weigh(&only_jwks, &quick(), t(181)).unwrap();
     assert!(w.manifest.keys.is_empty());

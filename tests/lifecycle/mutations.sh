@@ -51,6 +51,7 @@ ev-2b-own-manifest-trusted | src/lifecycle/evidence.rs | if !self.evidence.memor
 ev-4-clamp-future | src/lifecycle/evidence.rs | Some(at) if *at > add(now, FUTURE_TOLERANCE) => { | Some(at) if false && *at > add(now, FUTURE_TOLERANCE) => {
 ev-4-pending-with-times-retired | src/lifecycle/evidence.rs | if r.state == KeyState::Pending && (r.activated_at.is_some() || r.retired_at.is_some()) { | if false {
 ev-4-times-fit-state | src/lifecycle/evidence.rs | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n    return;\n
+ev-5-stored-publication-waits | src/lifecycle/evidence.rs | record.published_at = record.published_at.max(stored); | let _ = stored;
 ev-5-unseen-unpublished | src/lifecycle/evidence.rs | if !seen {\n                    record.published_at = None;\n                } else if forgotten { | if forgotten {
 ev-5b-forgotten-pending-waits | src/lifecycle/evidence.rs | } else if forgotten { | } else if false && forgotten {
 ev-6-signers-retire-on-write | src/lifecycle/evidence.rs | .is_some_and(|r| r.state == KeyState::Retired) | .is_some_and(|r| false && r.state == KeyState::Retired)
