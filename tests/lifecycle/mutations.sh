@@ -45,7 +45,7 @@ ev-3c-request-honoured-once | src/lifecycle/evidence.rs | let remembered = self.
 ev-3c-forced-rotation-served | src/lifecycle/evidence.rs | .filter(|t| active_since.is_none_or(|a| a < *t)); | .filter(|t| true || active_since.is_none_or(|a| a < *t));
 ev-3-unpublished-waits-longest | src/lifecycle/evidence.rs | let unpublished = state == KeyState::Pending && b.published_at.is_none(); | let unpublished = false;
 ev-2-recovered-longest-retention | src/lifecycle/evidence.rs | longest_retention: Some(longest_valid_retention(policy)), | longest_retention: None,
-ev-2b-retired-counts-from-now | src/lifecycle/evidence.rs | if r.state == KeyState::Retired {\n                self.retire_on_write.insert | if false {\n                self.retire_on_write.insert
+ev-2b-retired-counts-from-now | src/lifecycle/evidence.rs | KeyState::Retired => {\n                    self.retire_on_write.insert(r.kid.clone());\n                } | KeyState::Retired => {}
 ev-2b-status-lost-trust-no-time | src/lifecycle/evidence.rs | fn status_lost_trust_no_time(&mut self, policy: &Policy) {\n | fn status_lost_trust_no_time(&mut self, policy: &Policy) {\n        return;\n
 ev-2b-own-manifest-trusted | src/lifecycle/evidence.rs | if !self.evidence.memory.is_empty() || self.evidence.own_manifest { | if !self.evidence.memory.is_empty() {
 ev-4-clamp-future | src/lifecycle/evidence.rs | Some(at) if *at > add(now, FUTURE_TOLERANCE) => { | Some(at) if false && *at > add(now, FUTURE_TOLERANCE) => {
