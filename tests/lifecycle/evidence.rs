@@ -251,6 +251,38 @@ fn the_status_s_active_key_signs_on_when_a_restored_secret_holds_an_older_key_in
 }
 
 #[test]
+fn a_status_older_than_the_slot_key_is_no_witness_against_it() {
+    let mut minter = Minter::default();
+    let (mut m, [retired, active, _]) = rotated(&mut minter);
+    let e = evidence(&m, &all_kids(&m));
+    // Status writes failed since the first key: the status knows only `retired`, as active.
+    let mut stale = e;
+    stale.memory = m
+        .keys
+        .iter()
+        .filter(|k| k.kid == retired)
+        .cloned()
+        .collect();
+    if let Some(r) = stale.memory.first_mut() {
+        r.state = KeyState::Active;
+        r.retired_at = None;
+        r.expires_at = None;
+    }
+    // The active record edited to retired: its activation says it signed, the stale status
+    // never knew it. It signs on rather than a fresh key.
+    if let Some(k) = m.keys.iter_mut().find(|k| k.kid == active) {
+        k.state = KeyState::Retired;
+    }
+    let w = weigh(
+        &with_manifest(stale, ManifestRead::Read(m)),
+        &quick(),
+        t(181),
+    )
+    .unwrap();
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
+}
+
+#[test]
 fn a_pending_record_edited_to_active_waits_its_lead_while_the_key_signers_use_signs_on() {
     let mut minter = Minter::default();
     let (mut m, [_, active, pending]) = rotated(&mut minter);
