@@ -446,8 +446,9 @@ impl<'e> Weighing<'e> {
     }
 
     /// Rule 7c: the operator activates a key in the same write that puts it in the signing
-    /// slot. An active record whose key is not there, while the slot holds a key the status
-    /// (or, lost, nothing) contradicts, was never an activation: an edited `state`. Left
+    /// slot. An active record whose key is not there, and that the status does not name
+    /// active, while the slot holds a key rule 7b vouches for, was never an activation: an
+    /// edited `state`. Left
     /// active, the planner would move it into the slot at once, before verifiers had it for
     /// `publishLead`. It goes back to pending when the status says it was (its lead counts as
     /// before), else retires now, and the slot's key signs on (rule 7b).
