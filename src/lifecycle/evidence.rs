@@ -407,10 +407,16 @@ impl<'e> Weighing<'e> {
     fn slot_key_vouched(&self, policy: &Policy) -> Option<String> {
         let memory = &self.evidence.memory;
         let status_state = |kid: &str| memory.iter().find(|m| m.kid == kid).map(|m| m.state);
-        // A key the status never listed, whose record says it was activated: the status is
-        // older than that activation (its writes failing), not a witness against it.
-        let activated_since_status =
-            |r: &KeyRecord| r.activated_at.is_some() && status_state(&r.kid).is_none();
+        // A key the status never listed, whose record says it was activated, created after
+        // the oldest key the status knows: the status is older than that activation (its
+        // writes failing), not a witness against it. One created before was forgotten (rule
+        // 3b): a key the operator let expire does not sign again.
+        let oldest = memory.iter().map(|m| m.created_at).min();
+        let activated_since_status = |r: &KeyRecord| {
+            r.activated_at.is_some()
+                && status_state(&r.kid).is_none()
+                && oldest.is_some_and(|o| r.created_at > o)
+        };
         self.records
             .values()
             .filter(|r| {
