@@ -12,7 +12,7 @@
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again, and a forced rotation older than the active key's activation was served by it | an emptied or restored manifest must not rotate a second time |
-//! | 4 | Times more than a minute in the future are clamped to now; a pending record with an activation or retirement time is retired; other times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
+//! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
 //! | 5b | A pending key the status does not list, while it lists a key created after its publication, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot, or active in the status) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
@@ -790,12 +790,6 @@ fn checked(record: &KeyRecord, now: Timestamp, findings: &mut Vec<Finding>) -> O
         note("a time in the future was set to now");
     }
     r.created_at = created.unwrap_or(now);
-    // The operator never writes a pending record with an activation or retirement: its times
-    // say the key signed (an edited state), and its tokens may be alive.
-    if r.state == KeyState::Pending && (r.activated_at.is_some() || r.retired_at.is_some()) {
-        r.state = KeyState::Retired;
-        note("pending, but its times say it signed: retired");
-    }
     fit_times_to_state(&mut r, now);
     Some(r)
 }

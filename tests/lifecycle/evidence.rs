@@ -517,26 +517,6 @@ fn times_far_in_the_future_are_clamped_and_later_claims_win() {
 }
 
 #[test]
-fn a_record_edited_to_pending_whose_times_say_it_signed_stays_retired() {
-    let mut minter = Minter::default();
-    let (mut m, [retired, _, _]) = rotated(&mut minter);
-    let e = evidence(&m, &all_kids(&m));
-    if let Some(k) = m.keys.iter_mut().find(|k| k.kid == retired) {
-        k.state = KeyState::Pending;
-    }
-    let mut alone = with_manifest(e, ManifestRead::Read(m));
-    alone.memory.clear();
-    let w = weigh(&alone, &quick(), t(181)).unwrap();
-    let k = w.manifest.get(&retired).expect("kept");
-    assert_eq!(
-        k.state,
-        KeyState::Retired,
-        "it activated and retired: it may not sign again"
-    );
-    assert!(k.retired_at.is_some());
-}
-
-#[test]
 fn a_duplicated_kid_is_one_key() {
     let mut minter = Minter::default();
     let (m, [_, active, _]) = rotated(&mut minter);

@@ -49,7 +49,6 @@ ev-2b-retired-counts-from-now | src/lifecycle/evidence.rs | KeyState::Retired =>
 ev-2b-status-lost-trust-no-time | src/lifecycle/evidence.rs | fn status_lost_trust_no_time(&mut self, policy: &Policy) {\n | fn status_lost_trust_no_time(&mut self, policy: &Policy) {\n        return;\n
 ev-2b-own-manifest-trusted | src/lifecycle/evidence.rs | if !self.evidence.memory.is_empty() || self.evidence.own_manifest { | if !self.evidence.memory.is_empty() {
 ev-4-clamp-future | src/lifecycle/evidence.rs | Some(at) if *at > add(now, FUTURE_TOLERANCE) => { | Some(at) if false && *at > add(now, FUTURE_TOLERANCE) => {
-ev-4-pending-with-times-retired | src/lifecycle/evidence.rs | if r.state == KeyState::Pending && (r.activated_at.is_some() || r.retired_at.is_some()) { | if false {
 ev-4-times-fit-state | src/lifecycle/evidence.rs | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n    return;\n
 ev-5-stored-publication-waits | src/lifecycle/evidence.rs | record.published_at = record.published_at.max(stored); | let _ = stored;
 ev-5-unseen-unpublished | src/lifecycle/evidence.rs | if !seen {\n                    record.published_at = None;\n                } else if forgotten { | if forgotten {
