@@ -347,6 +347,12 @@ impl<'e> Weighing<'e> {
                 .any(|m| m.created_at > published_at && m.created_at <= horizon)
     }
 
+    /// The state `status.keys` gives a kid, if it lists it.
+    fn status_state(&self, kid: &str) -> Option<KeyState> {
+        let memory = &self.evidence.memory;
+        memory.iter().find(|m| m.kid == kid).map(|m| m.state)
+    }
+
     fn seen(&self, kid: &str) -> bool {
         self.published.contains_key(kid) || self.verify.contains(kid)
     }
@@ -406,7 +412,6 @@ impl<'e> Weighing<'e> {
     /// key the status remembers as retired was taken out of signing by the operator.
     fn slot_key_vouched(&self, policy: &Policy) -> Option<String> {
         let memory = &self.evidence.memory;
-        let status_state = |kid: &str| memory.iter().find(|m| m.kid == kid).map(|m| m.state);
         // A key the status never listed, whose record says it was activated, created after
         // the oldest key the status knows: the status is older than that activation (its
         // writes failing), not a witness against it. One created before was forgotten (rule
@@ -414,7 +419,7 @@ impl<'e> Weighing<'e> {
         let oldest = memory.iter().map(|m| m.created_at).min();
         let activated_since_status = |r: &KeyRecord| {
             r.activated_at.is_some()
-                && status_state(&r.kid).is_none()
+                && self.status_state(&r.kid).is_none()
                 && oldest.is_some_and(|o| r.created_at > o)
         };
         self.records
@@ -424,7 +429,9 @@ impl<'e> Weighing<'e> {
                     && self.signing.contains(r.kid.as_str())
                     && !policy.revoked_kids.contains(&r.kid)
                     && (memory.is_empty()
-                        || status_state(&r.kid).is_some_and(|s| s != KeyState::Retired)
+                        || self
+                            .status_state(&r.kid)
+                            .is_some_and(|s| s != KeyState::Retired)
                         || self.recovered.contains(&r.kid)
                         || activated_since_status(r))
             })
@@ -462,17 +469,15 @@ impl<'e> Weighing<'e> {
         if self.slot_key_vouched(policy).is_none() {
             return;
         }
-        let memory = &self.evidence.memory;
-        let status_state = |kid: &str| memory.iter().find(|m| m.kid == kid).map(|m| m.state);
         let unconfirmed: Vec<String> = self
             .records
             .values()
             .filter(|r| r.state == KeyState::Active && !self.signing.contains(r.kid.as_str()))
-            .filter(|r| status_state(&r.kid) != Some(KeyState::Active))
+            .filter(|r| self.status_state(&r.kid) != Some(KeyState::Active))
             .map(|r| r.kid.clone())
             .collect();
         for kid in unconfirmed {
-            let pending = status_state(&kid) == Some(KeyState::Pending);
+            let pending = self.status_state(&kid) == Some(KeyState::Pending);
             let Some(r) = self.records.get_mut(&kid) else {
                 continue;
             };
