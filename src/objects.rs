@@ -11,7 +11,9 @@ use k8s_openapi::ByteString;
 
 use crate::keys::{Algorithm, Jwks, KeyError, KeyMaterial, RsaKeySize};
 use crate::layout::{self, AlgHints, LayoutError, Materials};
-use crate::lifecycle::{Cluster, Evidence, KeyRecord, KeyState, Manifest, ManifestRead, NewKey};
+use crate::lifecycle::{
+    Cluster, Evidence, KeyRecord, KeyState, Manifest, ManifestRead, NewKey, StoredTimes,
+};
 
 /// The most bytes the operator renders into the Secret's layout or a JWKS document. The API
 /// server refuses objects over 1 MiB; `MAX_KEYS` keys of the largest kind need about 60 KiB.
@@ -59,8 +61,8 @@ pub struct WriteMemory {
 struct SetWrites {
     unwritten: Option<Arc<KeyMaterial>>,
     manifest: Option<u64>,
-    /// The publication times of the pending keys in that manifest.
-    published: BTreeMap<String, Timestamp>,
+    /// Its pending keys' publication times, and its retired keys' expiries.
+    times: StoredTimes,
 }
 
 impl WriteMemory {
@@ -90,18 +92,21 @@ impl WriteMemory {
                 w.unwritten = None;
             }
             w.manifest = stored.map(|b| self.hasher.hash_one(&b.0));
-            w.published = manifest
-                .keys
-                .iter()
-                .filter(|k| k.state == KeyState::Pending)
-                .filter_map(|k| Some((k.kid.clone(), k.published_at?)))
-                .collect();
+            let times = |state: KeyState, at: fn(&KeyRecord) -> Option<Timestamp>| {
+                let keys = manifest.keys.iter().filter(|k| k.state == state);
+                keys.filter_map(|k| Some((k.kid.clone(), at(k)?))).collect()
+            };
+            w.times = StoredTimes {
+                published: times(KeyState::Pending, |k| k.published_at),
+                expires: times(KeyState::Retired, |k| k.expires_at),
+            };
         });
     }
-    /// When this process last stored each pending key of `set` as published: a status that
-    /// lags and a manifest lost since would otherwise bring back an older publication.
-    pub fn stored_publications(&self, set: &str) -> BTreeMap<String, Timestamp> {
-        self.with(set, |w| w.published.clone()).unwrap_or_default()
+    /// The times this process last stored for `set`: a status that lags and a Secret restored
+    /// or lost since would otherwise bring back older ones (an earlier publication, or an
+    /// expiry from before a retired key signed again).
+    pub fn stored_times(&self, set: &str) -> StoredTimes {
+        self.with(set, |w| w.times.clone()).unwrap_or_default()
     }
 
     /// Whether `secret` holds the manifest this process last stored for `set`.
@@ -124,8 +129,8 @@ pub struct Read<'a> {
     pub spec_algorithm: Algorithm,
     /// The Secret holds the manifest this process last stored (`WriteMemory::stored_last`).
     pub own_manifest: bool,
-    /// `WriteMemory::stored_publications`.
-    pub stored_publications: BTreeMap<String, Timestamp>,
+    /// `WriteMemory::stored_times`.
+    pub stored: StoredTimes,
 }
 
 /// Reads the objects into evidence for the core, and the private material found.
@@ -160,7 +165,7 @@ pub fn observe(read: Read<'_>) -> (Evidence, Materials) {
         memory: read.memory,
         remembered_rotation_request: read.remembered_rotation_request,
         own_manifest: read.own_manifest,
-        stored_publications: read.stored_publications,
+        stored: read.stored,
     };
     (evidence, materials)
 }

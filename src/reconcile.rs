@@ -498,7 +498,7 @@ fn observe<'a>(
         own_manifest: ctx
             .write_memory
             .stored_last(&set_key(set), secret_data.as_ref()),
-        stored_publications: ctx.write_memory.stored_publications(&set_key(set)),
+        stored: ctx.write_memory.stored_times(&set_key(set)),
     });
     // Our labels removed (the watch selects by them), or binaryData added: write them again.
     let repair_secret = objects

@@ -9,7 +9,7 @@
 //! | 1 | A key is identified by its own thumbprint: a record whose kid is not the thumbprint of its JWK loses the JWK; material is found in whatever file or encoding survives | names can be edited, mathematics cannot |
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
 //! | 2b | With the status lost, every key keeps published for the longest retention a valid spec allows (16 rotation intervals) once it retires, a retired key counts as retired from now, and a pending key as published from now, until this process has stored the manifest itself | the Secret may be a copy from before a tokenTTL was shortened, or from when a key that signed since was pending, or its times edited; tokens signed under the longer TTL are alive, and verifiers may have lost a pending key since the copy |
-//! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation) | states only move forward; a restored copy is older, not newer |
+//! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation); a retired key stays published at least until the expiry this process last stored | states only move forward; a restored copy is older, not newer, and a status whose writes fail is older still |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most | a key the operator let expire does not come back to life |
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again, and a forced rotation older than the active key's activation was served by it | an emptied or restored manifest must not rotate a second time |
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
@@ -97,8 +97,18 @@ pub struct Evidence {
     pub remembered_rotation_request: Option<String>,
     /// The manifest read is the one this process last stored: its times are the operator's own.
     pub own_manifest: bool,
-    /// When this process last stored each pending key as published (lost on restart).
-    pub stored_publications: BTreeMap<String, Timestamp>,
+    /// Times this process last stored (lost on restart).
+    pub stored: StoredTimes,
+}
+
+/// Times from the manifest this process last stored: the operator's own word, which a status
+/// whose writes fail and a restored Secret would otherwise both forget.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredTimes {
+    /// When each pending key was stored as published.
+    pub published: BTreeMap<String, Timestamp>,
+    /// Until when each retired key was stored as published.
+    pub expires: BTreeMap<String, Timestamp>,
 }
 
 /// Something the weighing found and repaired, for Events and logs. Never holds key material.
@@ -159,6 +169,7 @@ pub fn weigh(evidence: &Evidence, policy: &Policy, now: Timestamp) -> Result<Wei
     w.one_active(policy);
     // After rule 7: a second active key it retires may have no public part left either.
     w.drop_unpublishable();
+    w.stored_expiries_stand();
     w.signers_retire_on_write();
     Ok(w.finish(policy))
 }
@@ -368,7 +379,7 @@ impl<'e> Weighing<'e> {
                 .records
                 .get(&kid)
                 .is_some_and(|r| self.forgotten_by_status(r));
-            let stored = self.evidence.stored_publications.get(&kid).copied();
+            let stored = self.evidence.stored.published.get(&kid).copied();
             if let Some(record) = self.records.get_mut(&kid) {
                 attach_public_part(record, material, published);
                 if record.state != KeyState::Pending || record.published_at.is_none() {
@@ -590,6 +601,20 @@ impl<'e> Weighing<'e> {
                     kept: kept.clone(),
                     retired: r.kid.clone(),
                 });
+            }
+        }
+    }
+
+    /// Rule 3: an expiry this process stored counts as the latest record of it. A retired key
+    /// found signing again (a restored Secret) was stored with a later expiry; a status write
+    /// refused and the Secret restored once more would otherwise forget that it signed since.
+    fn stored_expiries_stand(&mut self) {
+        let stored = &self.evidence.stored.expires;
+        for r in self.records.values_mut() {
+            if r.state == KeyState::Retired
+                && let Some(at) = stored.get(&r.kid)
+            {
+                r.expires_at = r.expires_at.max(Some(*at));
             }
         }
     }

@@ -17,7 +17,8 @@ mod revocation;
 
 pub use converge::{Cluster, Converged, MAX_ROUNDS, Stopped, converge};
 pub use evidence::{
-    Blocked, Evidence, Finding, FoundKey, ManifestRead, SecretEvidence, Slot, Weighed, weigh,
+    Blocked, Evidence, Finding, FoundKey, ManifestRead, SecretEvidence, Slot, StoredTimes, Weighed,
+    weigh,
 };
 pub use manifest::{KeyRecord, KeyState, MANIFEST_VERSION, Manifest, ManifestError};
 pub use planner::{Activation, NewKey, Observed, Plan, Transition, plan};

@@ -154,13 +154,31 @@ fn a_publication_this_process_stored_outlasts_a_lagging_status_and_a_lost_manife
     // The pending key left the JWKS and came back: this process stamped it published at
     // t(181). The status write failed (it still says t(180)) and the manifest was lost.
     let mut e = with_manifest(evidence(&m, &all_kids(&m)), ManifestRead::Absent);
-    e.stored_publications = [(pending.clone(), t(181))].into();
+    e.stored.published = [(pending.clone(), t(181))].into();
     let w = weigh(&e, &quick(), t(182)).unwrap();
     assert_eq!(w.manifest.get(&pending).unwrap().published_at, Some(t(181)));
     // An older stored time changes nothing: the later one waits longer.
-    e.stored_publications = [(pending.clone(), t(100))].into();
+    e.stored.published = [(pending.clone(), t(100))].into();
     let w = weigh(&e, &quick(), t(182)).unwrap();
     assert_eq!(w.manifest.get(&pending).unwrap().published_at, Some(t(180)));
+}
+
+#[test]
+fn an_expiry_this_process_stored_outlasts_a_lagging_status_and_a_restored_secret() {
+    let mut minter = Minter::default();
+    let (m, [retired, _, _]) = rotated(&mut minter);
+    let expires = m.get(&retired).unwrap().expires_at.unwrap();
+    // A restored Secret made the retired key sign again; this process stored it retired until
+    // later, the status write failed, and the Secret was restored once more.
+    let later = expires + jiff::SignedDuration::from_secs(60);
+    let mut e = evidence(&m, &all_kids(&m));
+    e.stored.expires = [(retired.clone(), later)].into();
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    assert_eq!(w.manifest.get(&retired).unwrap().expires_at, Some(later));
+    // An earlier stored expiry changes nothing.
+    e.stored.expires = [(retired.clone(), t(100))].into();
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    assert_eq!(w.manifest.get(&retired).unwrap().expires_at, Some(expires));
 }
 
 #[test]
@@ -352,7 +370,7 @@ fn a_key_no_record_names_is_not_published_whatever_the_jwks_says() {
         memory: Vec::new(),
         remembered_rotation_request: None,
         own_manifest: false,
-        stored_publications: Default::default(),
+        stored: Default::default(),
     };
     let w = weigh(&only_jwks, &quick(), t(181)).unwrap();
     assert!(w.manifest.keys.is_empty());

@@ -1322,7 +1322,7 @@ fn pass(world: &mut World, write_memory: &mut WriteMemory) -> Option<lifecycle::
             memory,
             remembered_rotation_request: objects.status_rotation_request.clone(),
             own_manifest: write_memory.stored_last("set", objects.secret.as_ref()),
-            stored_publications: write_memory.stored_publications("set"),
+            stored: write_memory.stored_times("set"),
             spec_algorithm: world.policy.algorithm,
         });
         let policy = world.policy.clone();

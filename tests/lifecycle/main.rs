@@ -233,7 +233,7 @@ pub fn evidence(manifest: &Manifest, published: &BTreeSet<String>) -> Evidence {
         memory: manifest.keys.clone(),
         remembered_rotation_request: manifest.rotation_request.clone(),
         own_manifest: false,
-        stored_publications: Default::default(),
+        stored: Default::default(),
     }
 }
 
