@@ -182,6 +182,22 @@ fn an_expiry_this_process_stored_outlasts_a_lagging_status_and_a_restored_secret
 }
 
 #[test]
+fn a_key_in_the_manifest_this_process_stored_is_not_forgotten_whatever_its_clock_says() {
+    let mut minter = Minter::default();
+    let (m, [_, active, pending]) = rotated(&mut minter);
+    // The status lags (its writes fail) and knows only the pending key; the active key looks
+    // older than it (a clock set back): in a restored Secret, that is a key the operator let go.
+    let mut e = evidence(&m, &all_kids(&m));
+    e.memory.retain(|r| r.kid == pending);
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Retired));
+    // In the manifest this process stored last, it is the operator's own key: it signs on.
+    e.own_manifest = true;
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
+}
+
+#[test]
 fn with_status_and_manifest_both_lost_the_key_signers_use_signs_on_and_the_others_are_retired() {
     let mut minter = Minter::default();
     let (m, [_, active, pending]) = rotated(&mut minter);
