@@ -1,6 +1,7 @@
-//! The operator's HTTP endpoints: `/metrics`, `/healthz` (the process serves) and `/readyz`
-//! (the API server has answered at least once). The port may be reachable by anything in the
-//! cluster, so a client cannot hold memory or a core: request heads are small and must arrive
+//! The operator's HTTP servers: the operations port (`/metrics`, `/healthz`: the process
+//! serves, `/readyz`: the API server has answered at least once) and the JWKS port
+//! (`jwks_http`). A port may be reachable by anything in the cluster (the JWKS port by anyone
+//! on the Internet), so a client cannot hold memory or a core: request heads are small and must arrive
 //! in time, connections are capped and live a bounded time, and accept errors back off.
 
 use std::collections::BTreeMap;
@@ -22,10 +23,32 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 
+/// What a server answers. Bodies are never read: no endpoint takes one.
+pub trait Respond: Send + Sync + 'static {
+    /// What the server serves, for its log line.
+    const SERVES: &'static str;
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>>;
+}
+
+/// The operations endpoints.
 #[derive(Clone)]
 pub struct Endpoints {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+}
+
+impl Respond for Endpoints {
+    const SERVES: &'static str = "/metrics, /healthz and /readyz";
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        respond(self, req)
+    }
+}
+
+impl Respond for crate::jwks_http::Catalog {
+    const SERVES: &'static str = "the JWKS of sets that ask for HTTP";
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        crate::jwks_http::Catalog::respond(self, req)
+    }
 }
 
 /// What one client may hold. Prometheus and the kubelet send a request of a few hundred bytes
@@ -50,6 +73,16 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// For the JWKS port: many verifiers (and load balancers) hold connections open.
+    pub fn public() -> Self {
+        Limits {
+            max_connections: 256,
+            ..Limits::default()
+        }
+    }
+}
+
 /// hyper's smallest read buffer, and the largest request head accepted (431 beyond it).
 const MAX_HEAD_BYTES: usize = 8192;
 const MAX_HEADERS: usize = 32;
@@ -59,14 +92,14 @@ const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Binds `addr` (port 0 picks a free port) and serves until the process ends.
-pub async fn serve(
+pub async fn serve<R: Respond>(
     addr: SocketAddr,
-    endpoints: Endpoints,
+    endpoints: Arc<R>,
     limits: Limits,
 ) -> std::io::Result<SocketAddr> {
     let mut listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    info!(address = %bound, ?limits, "serving /metrics, /healthz and /readyz");
+    info!(address = %bound, ?limits, "serving {}", R::SERVES);
     let open = Arc::new(Open::new(limits.max_connections));
     let builder = connection_builder(&limits);
     tokio::spawn(async move {
@@ -97,21 +130,21 @@ fn connection_builder(limits: &Limits) -> http1::Builder {
     builder
 }
 
-struct Connection {
+struct Connection<R> {
     builder: http1::Builder,
-    endpoints: Endpoints,
+    endpoints: Arc<R>,
     lifetime: Duration,
     /// Its place among the open connections, given up when it ends.
     _held: Held,
 }
 
-impl Connection {
+impl<R: Respond> Connection<R> {
     /// Serves `stream` until the client is done, the connection is evicted (dropped at once)
     /// or it outlives its lifetime (then it may finish its response, briefly).
     async fn run(self, stream: TcpStream, evicted: oneshot::Receiver<()>) {
         let endpoints = self.endpoints;
         let service = hyper::service::service_fn(move |req| {
-            let response = respond(&endpoints, &req);
+            let response = endpoints.respond(&req);
             async move { Ok::<_, Infallible>(response) }
         });
         let conn = self.builder.serve_connection(TokioIo::new(stream), service);

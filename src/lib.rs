@@ -13,6 +13,7 @@ pub mod cache;
 pub mod cli;
 pub mod controller;
 pub mod http;
+pub mod jwks_http;
 pub mod keys;
 pub mod layout;
 pub mod leader;

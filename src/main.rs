@@ -6,7 +6,7 @@ use futures::FutureExt;
 use jwt_key_rotator::leader::{self, Fence, LeaseConfig};
 use jwt_key_rotator::metrics::Metrics;
 use jwt_key_rotator::reconcile::Clock;
-use jwt_key_rotator::{cli, controller, http};
+use jwt_key_rotator::{cli, controller, http, jwks_http};
 use tracing::info;
 
 /// Rotates JWT signing keys for JwtKeySets and publishes their JWKS.
@@ -32,6 +32,10 @@ enum Command {
         /// Address serving /metrics (Prometheus), /healthz and /readyz.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_addr: std::net::SocketAddr,
+        /// Address serving the JWKS of sets with `spec.jwks.http` (every replica serves);
+        /// "none" serves nothing.
+        #[arg(long, default_value = "0.0.0.0:8081", value_parser = parse_optional_addr)]
+        jwks_addr: OptionalAddr,
         /// Reconcile only while holding a coordination.k8s.io/v1 Lease (for several replicas).
         #[arg(long)]
         leader_election: bool,
@@ -90,6 +94,18 @@ fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
     Ok(parsed)
 }
 
+/// An address to listen on, or none.
+#[derive(Clone, Copy)]
+struct OptionalAddr(Option<std::net::SocketAddr>);
+
+fn parse_optional_addr(value: &str) -> Result<OptionalAddr, String> {
+    if value == "none" {
+        return Ok(OptionalAddr(None));
+    }
+    let addr = value.parse().map_err(|e| format!("{value:?}: {e}"))?;
+    Ok(OptionalAddr(Some(addr)))
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -128,6 +144,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             namespaces,
             log_format,
             metrics_addr,
+            jwks_addr,
             leader_election,
             lease_name,
             lease_namespace,
@@ -154,10 +171,16 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                     metrics: metrics.clone(),
                     ready: ready.clone(),
                 };
-                http::serve(metrics_addr, endpoints, http::Limits::default()).await?;
+                http::serve(metrics_addr, Arc::new(endpoints), http::Limits::default()).await?;
                 let client = kube::Client::try_default().await?;
                 let version = client.apiserver_version().await?;
                 info!(server = %version.git_version, "connected to the Kubernetes API server");
+                // Every replica serves the JWKS, the standbys too, from watches of its own.
+                if let OptionalAddr(Some(addr)) = jwks_addr {
+                    let (catalog, watching) = jwks_http::watch(&client, &namespaces);
+                    tokio::spawn(watching);
+                    http::serve(addr, catalog, http::Limits::public()).await?;
+                }
                 ready.store(true, Ordering::Relaxed);
                 let clock: Clock = Arc::new(jiff::Timestamp::now);
                 if !leader_election {

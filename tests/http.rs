@@ -35,7 +35,7 @@ async fn server(metrics: Metrics, limits: Limits) -> SocketAddr {
         metrics: Arc::new(metrics),
         ready: Arc::new(AtomicBool::new(true)),
     };
-    http::serve(([127, 0, 0, 1], 0).into(), endpoints, limits)
+    http::serve(([127, 0, 0, 1], 0).into(), Arc::new(endpoints), limits)
         .await
         .expect("bind the HTTP endpoint")
 }

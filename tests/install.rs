@@ -391,6 +391,9 @@ fn start_as_deployed(
         .find(|a| a.starts_with("--metrics-addr="))
         .expect("the Deployment sets --metrics-addr");
     *metrics = format!("--metrics-addr=127.0.0.1:{port}");
+    for jwks in args.iter_mut().filter(|a| a.starts_with("--jwks-addr=")) {
+        *jwks = "--jwks-addr=127.0.0.1:0".into();
+    }
     let pod_name = format!(
         "{}-install-test",
         deployment.metadata.name.as_deref().unwrap_or("operator")
@@ -741,6 +744,7 @@ fn chart_renders_what_its_values_say() {
             "run",
             "--log-format=json",
             "--metrics-addr=0.0.0.0:8080",
+            "--jwks-addr=0.0.0.0:8081",
             "--leader-election",
             "--lease-name=jwt-key-rotator",
             "--lease-namespace=ops",
@@ -759,7 +763,10 @@ fn chart_renders_what_its_values_say() {
     );
     assert_eq!(
         container["ports"],
-        json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}])
+        json!([
+            {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
+            {"name": "jwks", "containerPort": 8081, "protocol": "TCP"},
+        ])
     );
     assert_eq!(
         container["livenessProbe"]["httpGet"],
@@ -793,6 +800,13 @@ fn chart_renders_what_its_values_say() {
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
     assert_eq!(
         service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    // Every replica serves the JWKS: its Service selects them all, standbys too.
+    let jwks = find(&docs, "Service", "jwt-key-rotator-jwks");
+    assert_eq!(jwks["spec"]["ports"][0]["targetPort"], "jwks");
+    assert_eq!(
+        jwks["spec"]["selector"],
         deployment["spec"]["selector"]["matchLabels"]
     );
 

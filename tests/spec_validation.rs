@@ -141,12 +141,58 @@ fn refuses_malformed_values_the_schema_also_refuses() {
         (json!({"jwks": {"key": "a/b"}}), "spec.jwks.key"),
         (json!({"revokedKids": ["short"]}), "spec.revokedKids[0]"),
     ];
-    for (spec, field) in bad {
+    let issuers = [
+        "ftp://auth.example.com",
+        "https://auth.example.com/team-a/",
+        "https://auth.example.com?tenant=a",
+        "https://auth.example.com#a",
+        "https://user@auth.example.com",
+        "https://auth.example.com//a",
+        "https://",
+    ];
+    let bad_issuers = issuers.map(|issuer| {
+        let spec = json!({"jwks": {"http": {"issuer": issuer}}});
+        (spec, "spec.jwks.http.issuer")
+    });
+    for (spec, field) in bad.into_iter().chain(bad_issuers) {
         let err = set(spec.clone())
             .validate()
             .expect_err(&format!("{spec} must be refused"));
         assert_eq!(err.field, field, "{spec}: {err}");
     }
+}
+
+#[test]
+fn served_over_http_the_max_age_is_the_leads_slack_and_revocations_wait_for_it() {
+    let spec = json!({"publishLead": "40s", "propagationDelay": "5s", "verifierCacheTTL": "10s",
+        "jwks": {"http": {"issuer": "https://auth.example.com/team-a"}}});
+    let valid = set(spec).validate().unwrap();
+    assert_eq!(
+        valid.issuer.as_deref(),
+        Some("https://auth.example.com/team-a")
+    );
+    // 40s - 5s - 10s of slack, at most verifierCacheTTL: 10s; a shared cache may hold the
+    // document that long on top of propagationDelay + verifierCacheTTL.
+    assert_eq!(valid.policy.http_max_age().as_secs(), 10);
+    assert_eq!(valid.policy.cache_horizon().as_secs(), 25);
+    // No slack: nothing may be cached on the way.
+    let tight = json!({"publishLead": "15s", "propagationDelay": "5s", "verifierCacheTTL": "10s",
+        "jwks": {"http": {}}});
+    let valid = set(tight).validate().unwrap();
+    assert_eq!(valid.policy.http_max_age().as_secs(), 0);
+    assert_eq!(valid.policy.cache_horizon().as_secs(), 15);
+    // Not served over HTTP: only propagation and verifiers' own caches count.
+    let mounted =
+        json!({"publishLead": "40s", "propagationDelay": "5s", "verifierCacheTTL": "10s"});
+    assert_eq!(
+        set(mounted)
+            .validate()
+            .unwrap()
+            .policy
+            .cache_horizon()
+            .as_secs(),
+        15
+    );
 }
 
 #[test]

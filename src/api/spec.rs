@@ -17,6 +17,9 @@ pub(crate) const DNS_SUBDOMAIN_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A ConfigMap data key.
 pub(crate) const CONFIG_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// An http(s) URL with a host, without query, fragment, user info or trailing slash.
+pub(crate) const ISSUER_PATTERN: &str =
+    r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$";
 /// An RFC 7638 SHA-256 thumbprint, base64url without padding.
 pub(crate) const KID_PATTERN: &str = r"^[A-Za-z0-9_-]{43}$";
 
@@ -144,6 +147,25 @@ pub struct JwksSpec {
     #[serde(default = "default_jwks_key")]
     #[schemars(pattern(CONFIG_KEY_PATTERN), length(max = 253))]
     pub key: String,
+
+    /// Serve the JWKS over HTTP too, from every operator replica: at
+    /// `/jwks/<namespace>/<name>.json`, and with an issuer at `<issuer>/.well-known/jwks.json`
+    /// with its OpenID discovery document. `http: {}` serves it without an issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<JwksHttpSpec>,
+}
+
+/// How the JWKS is served over HTTP.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwksHttpSpec {
+    /// The `iss` of the tokens these keys sign, an http(s) URL without query or fragment
+    /// ("https://auth.example.com/team-a"). Requests for that host get
+    /// `<issuer>/.well-known/openid-configuration` (OpenID Connect Discovery) naming
+    /// `<issuer>/.well-known/jwks.json` as its `jwks_uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(ISSUER_PATTERN), length(max = 2048))]
+    pub issuer: Option<String>,
 }
 
 impl Default for JwksSpec {
@@ -151,6 +173,7 @@ impl Default for JwksSpec {
         JwksSpec {
             config_map_name: None,
             key: default_jwks_key(),
+            http: None,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct ValidSpec {
     pub config_map_name: String,
     pub jwks_key: String,
     pub deletion_policy: DeletionPolicy,
+    /// `spec.jwks.http.issuer`, when the JWKS is served over HTTP with discovery.
+    pub issuer: Option<String>,
 }
 
 /// Parses a Go duration ("90s", "1h30m"), refusing values the parser would overflow on.
@@ -124,6 +126,32 @@ fn signing_lead_covers_caches(
             spec.publish_lead, spec.propagation_delay, spec.verifier_cache_ttl
         ),
     ))
+}
+
+/// What is wrong with an issuer URL, as the schema's `ISSUER_PATTERN` says it: an http(s) URL
+/// with a host, and no query, fragment, user info, empty path segment or trailing slash.
+fn issuer_problem(issuer: &str) -> Result<(), &'static str> {
+    let rest = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"))
+        .ok_or("is not an http:// or https:// URL")?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host_ok = |b: u8| b.is_ascii_alphanumeric() || b".:[]-".contains(&b);
+    if host.is_empty() || !host.bytes().all(host_ok) {
+        return Err("has no valid host (user info is not allowed)");
+    }
+    let path_ok = |b: u8| b.is_ascii_alphanumeric() || b"._~!$&'()*+,;=:@%-".contains(&b);
+    let segments_ok = path.is_empty()
+        || path[1..]
+            .split('/')
+            .all(|s| !s.is_empty() && s.bytes().all(path_ok));
+    if !segments_ok {
+        return Err("has a query, a fragment, an empty path segment or a trailing slash");
+    }
+    if issuer.len() > 2048 {
+        return Err("is longer than 2048 characters");
+    }
+    Ok(())
 }
 
 impl JwtKeySet {
@@ -253,6 +281,17 @@ impl JwtKeySet {
             ));
         }
 
+        let http = spec.jwks.http.as_ref();
+        let issuer = http.and_then(|h| h.issuer.clone());
+        if let Some(issuer) = &issuer
+            && let Err(problem) = issuer_problem(issuer)
+        {
+            return Err(invalid(
+                "spec.jwks.http.issuer",
+                format!("{issuer:?} {problem}"),
+            ));
+        }
+
         Ok(ValidSpec {
             policy: Policy {
                 algorithm: spec.algorithm,
@@ -265,11 +304,13 @@ impl JwtKeySet {
                 verifier_cache_ttl,
                 revoked_kids,
                 rotation_request: self.annotations().get(ROTATE_ANNOTATION).cloned(),
+                served_over_http: http.is_some() && !spec.algorithm.is_symmetric(),
             },
             secret_name,
             config_map_name,
             jwks_key,
             deletion_policy: spec.deletion_policy,
+            issuer,
         })
     }
 }

@@ -31,6 +31,8 @@ pub struct Policy {
     pub revoked_kids: BTreeSet<String>,
     /// The value of the rotate annotation; a value not yet honoured starts a rotation.
     pub rotation_request: Option<String>,
+    /// The JWKS is also served over HTTP, where shared caches may hold it (`http_max_age`).
+    pub served_over_http: bool,
 }
 
 impl Policy {
@@ -53,10 +55,30 @@ impl Policy {
     }
 
     /// How long after a change to the published JWKS some verifier may still act on the copy
-    /// from before: `propagationDelay + verifierCacheTTL`.
+    /// from before: `propagationDelay + verifierCacheTTL`, and over HTTP the `max-age` a shared
+    /// cache may keep it for on top.
     pub fn cache_horizon(&self) -> SignedDuration {
+        let shared = if self.served_over_http {
+            self.http_max_age()
+        } else {
+            SignedDuration::ZERO
+        };
         self.propagation_delay
             .saturating_add(self.verifier_cache_ttl)
+            .saturating_add(shared)
+    }
+
+    /// The `max-age` the JWKS is served with over HTTP. A shared cache (a proxy, a CDN) that
+    /// honours it adds up to that much to the age of the copy a verifier then caches itself,
+    /// so it is the lead's slack beyond `propagationDelay + verifierCacheTTL`: every verifier
+    /// still holds a new key before it signs. And at most `verifierCacheTTL`: a verifier that
+    /// takes `max-age` for its own cache time keeps no copy longer than the spec says.
+    pub fn http_max_age(&self) -> SignedDuration {
+        let slack = self
+            .publish_lead
+            .saturating_sub(self.propagation_delay)
+            .saturating_sub(self.verifier_cache_ttl);
+        slack.clamp(SignedDuration::ZERO, self.verifier_cache_ttl)
     }
 }
 

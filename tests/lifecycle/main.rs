@@ -44,6 +44,7 @@ pub fn policy(alg: Algorithm, ri: i64, pl: i64, pd: i64, ttl: i64, skew: i64) ->
         verifier_cache_ttl: SignedDuration::ZERO,
         revoked_kids: BTreeSet::new(),
         rotation_request: None,
+        served_over_http: false,
     }
 }
 

@@ -28,7 +28,14 @@ impl Operator {
     }
 
     /// Starts the operator with these arguments and extra environment.
-    pub fn start_with(args: Vec<String>, env: Vec<(String, String)>) -> Operator {
+    pub fn start_with(mut args: Vec<String>, env: Vec<(String, String)>) -> Operator {
+        // Tests run operators side by side: unless a test chooses, each serves the JWKS on a
+        // free port rather than all on the default one.
+        if args.first().is_some_and(|a| a == "run")
+            && !args.iter().any(|a| a.starts_with("--jwks-addr"))
+        {
+            args.extend(["--jwks-addr".into(), "127.0.0.1:0".into()]);
+        }
         let plane = super::control_plane();
         let log = std::env::temp_dir().join(format!(
             "jwt-rotator-operator-{}-{}.log",
