@@ -691,6 +691,7 @@ fn chart_renders_what_its_values_say() {
             "Role/ops",
             "RoleBinding/ops",
             "Service/ops",
+            "Service/ops",
             "ServiceAccount/ops",
             "ValidatingAdmissionPolicy/",
             "ValidatingAdmissionPolicyBinding/",
@@ -809,6 +810,31 @@ fn chart_renders_what_its_values_say() {
         jwks["spec"]["selector"],
         deployment["spec"]["selector"]["matchLabels"]
     );
+    // Its Ingress routes each issuer host whole to that Service; without the JWKS port, the
+    // operator serves none.
+    let ingress = [
+        "jwks.ingress.enabled=true",
+        "jwks.ingress.hosts={auth.example.com}",
+    ];
+    let docs = template("jwt-key-rotator", "ops", &ingress).unwrap();
+    let rule = &find(&docs, "Ingress", "jwt-key-rotator-jwks")["spec"]["rules"][0];
+    assert_eq!(rule["host"], "auth.example.com");
+    let backend = &rule["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(
+        backend,
+        &json!({"name": "jwt-key-rotator-jwks", "port": {"name": "http"}})
+    );
+    let docs = template("jwt-key-rotator", "ops", &["jwks.enabled=false"]).unwrap();
+    assert!(!kinds(&docs).contains(&"Ingress/ops".to_string()));
+    let deployment = find(&docs, "Deployment", "jwt-key-rotator");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args = container["args"].as_array().unwrap();
+    assert!(args.contains(&json!("--jwks-addr=none")), "{args:?}");
+    assert_eq!(container["ports"].as_array().unwrap().len(), 1);
+    assert!(
+        docs.iter()
+            .all(|d| d["metadata"]["name"] != "jwt-key-rotator-jwks")
+    );
 
     // Namespaced mode: a Role per watched namespace, one --namespace per entry, no cluster rights.
     let docs = template(
@@ -830,6 +856,7 @@ fn chart_renders_what_its_values_say() {
             "RoleBinding/ops",
             "RoleBinding/team-a",
             "RoleBinding/team-b",
+            "Service/ops",
             "Service/ops",
             "ServiceAccount/ops",
             "ValidatingAdmissionPolicy/",
