@@ -745,6 +745,7 @@ fn chart_renders_what_its_values_say() {
             "run",
             "--log-format=json",
             "--metrics-addr=0.0.0.0:8080",
+            "--max-concurrent-reconciles=64",
             "--jwks-addr=0.0.0.0:8081",
             "--leader-election",
             "--lease-name=jwt-key-rotator",
