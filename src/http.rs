@@ -262,7 +262,7 @@ fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Byte
         "/readyz" if endpoints.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ok\n"),
         "/readyz" => text(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the Kubernetes API server has not answered yet\n",
+            "the Kubernetes API server has not answered, or the JWKS watches have not listed, yet\n",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

@@ -16,7 +16,6 @@
 //! lead's promise behind a shared cache) and a strong `ETag`; `If-None-Match` gets a 304.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
@@ -31,6 +30,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use tracing::warn;
 
 use crate::api::JwtKeySet;
@@ -50,7 +50,7 @@ pub struct Catalog {
     sets: Vec<Store<JwtKeySet>>,
     maps: Vec<Store<ConfigMap>>,
     /// Every store has listed once: before that, a missing set is not known to be missing.
-    ready: AtomicBool,
+    listed: watch::Sender<bool>,
     /// Rendered documents by route, with the resourceVersions they were rendered from.
     rendered: Mutex<HashMap<String, Rendered>>,
 }
@@ -105,7 +105,7 @@ pub fn watch(
     let catalog = Arc::new(Catalog {
         sets,
         maps,
-        ready: AtomicBool::new(false),
+        listed: watch::Sender::new(false),
         rendered: Mutex::default(),
     });
     let ready = {
@@ -114,7 +114,7 @@ pub fn watch(
             let stores = catalog.sets.iter().map(|s| s.wait_until_ready().boxed());
             let maps = catalog.maps.iter().map(|s| s.wait_until_ready().boxed());
             futures::future::join_all(stores.chain(maps)).await;
-            catalog.ready.store(true, Ordering::Relaxed);
+            catalog.listed.send_replace(true);
         }
     };
     let driven = futures::stream::select_all(streams).for_each(|_| async {});
@@ -187,6 +187,13 @@ fn route(path: &str) -> Option<Route<'_>> {
 }
 
 impl Catalog {
+    /// Completes once every watch has listed: until then the replica is not ready to serve.
+    pub async fn listed(&self) {
+        let mut listed = self.listed.subscribe();
+        // The sender lives as long as `self`: waiting cannot fail while it is borrowed.
+        let _ = listed.wait_for(|listed| *listed).await;
+    }
+
     /// The response to `req` (bodies are never read).
     pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -198,7 +205,7 @@ impl Catalog {
         let Some(route) = route(req.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "not found\n");
         };
-        if !self.ready.load(Ordering::Relaxed) {
+        if !*self.listed.borrow() {
             let mut response = plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the operator has not read the JwtKeySets yet\n",

@@ -175,13 +175,20 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 let client = kube::Client::try_default().await?;
                 let version = client.apiserver_version().await?;
                 info!(server = %version.git_version, "connected to the Kubernetes API server");
-                // Every replica serves the JWKS, the standbys too, from watches of its own.
+                // Every replica serves the JWKS, the standbys too, from watches of its own; it is
+                // ready (and its Service sends it requests) once they have listed.
                 if let OptionalAddr(Some(addr)) = jwks_addr {
                     let (catalog, watching) = jwks_http::watch(&client, &namespaces);
                     tokio::spawn(watching);
-                    http::serve(addr, catalog, http::Limits::public()).await?;
+                    http::serve(addr, catalog.clone(), http::Limits::public()).await?;
+                    let ready = ready.clone();
+                    tokio::spawn(async move {
+                        catalog.listed().await;
+                        ready.store(true, Ordering::Relaxed);
+                    });
+                } else {
+                    ready.store(true, Ordering::Relaxed);
                 }
-                ready.store(true, Ordering::Relaxed);
                 let clock: Clock = Arc::new(jiff::Timestamp::now);
                 if !leader_election {
                     metrics.set_leader(true);
