@@ -10,7 +10,7 @@
 //! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
 //! | 2b | With the status lost, every key keeps published for the longest retention a valid spec allows (16 rotation intervals) once it retires, a retired key counts as retired from now, and a pending key as published from now, until this process has stored the manifest itself | the Secret may be a copy from before a tokenTTL was shortened, or from when a key that signed since was pending, or its times edited; tokens signed under the longer TTL are alive, and verifiers may have lost a pending key since the copy |
 //! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation); a retired key stays published at least until the expiry this process last stored | states only move forward; a restored copy is older, not newer, and a status whose writes fail is older still |
-//! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most (not in the manifest this process last stored: a clock set back made its keys look older) | a key the operator let expire does not come back to life |
+//! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most (not a key of the manifest this process last stored: a clock set back or an edited time made it look older while the status lagged) | a key the operator let expire does not come back to life |
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again, and a forced rotation older than the active key's activation was served by it | an emptied or restored manifest must not rotate a second time |
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
@@ -109,6 +109,8 @@ pub struct StoredTimes {
     pub published: BTreeMap<String, Timestamp>,
     /// Until when each retired key was stored as published.
     pub expires: BTreeMap<String, Timestamp>,
+    /// Every kid of that manifest.
+    pub kids: BTreeSet<String>,
 }
 
 /// Something the weighing found and repaired, for Events and logs. Never holds key material.
@@ -256,19 +258,20 @@ impl<'e> Weighing<'e> {
     /// Rule 3b: a key only the Secret names, older than every key the status remembers, was
     /// forgotten by the operator (it expired or was revoked) and comes back from a restored
     /// copy: it never signs again. A pending one never signed and goes; an active one stays
-    /// published as retired from now (signers of the restored copy may use it). The manifest
-    /// this process last stored is its own word, not a restored copy: its keys were created
-    /// after the status was last written, whatever a clock set back since says.
+    /// published as retired from now (signers of the restored copy may use it). A key of the
+    /// manifest this process last stored was not let go: the status lags it (its writes
+    /// failing), whatever a clock set back or a time edited since says of its age.
     fn forgotten_stay_retired(&mut self) {
         let memory = &self.evidence.memory;
         let Some(oldest) = memory.iter().map(|r| r.created_at).min() else {
             return;
         };
-        if self.evidence.own_manifest {
-            return;
-        }
-        let forgotten =
-            |r: &KeyRecord| r.created_at < oldest && !memory.iter().any(|m| m.kid == r.kid);
+        let stored = &self.evidence.stored.kids;
+        let forgotten = |r: &KeyRecord| {
+            r.created_at < oldest
+                && !memory.iter().any(|m| m.kid == r.kid)
+                && !stored.contains(&r.kid)
+        };
         self.records
             .retain(|_, r| !(forgotten(r) && r.state == KeyState::Pending));
         for r in self.records.values_mut() {
