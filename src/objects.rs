@@ -99,7 +99,11 @@ impl WriteMemory {
             w.times = StoredTimes {
                 published: times(KeyState::Pending, |k| k.published_at),
                 expires: times(KeyState::Retired, |k| k.expires_at),
-                kids: manifest.keys.iter().map(|k| k.kid.clone()).collect(),
+                states: manifest
+                    .keys
+                    .iter()
+                    .map(|k| (k.kid.clone(), k.state))
+                    .collect(),
             };
         });
     }

@@ -7,9 +7,9 @@
 //! | # | rule | why |
 //! |---|------|-----|
 //! | 1 | A key is identified by its own thumbprint: a record whose kid is not the thumbprint of its JWK loses the JWK; material is found in whatever file or encoding survives | names can be edited, mathematics cannot |
-//! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive | a key the operator never recorded is never published by it |
+//! | 2 | A key is the set's own when `status.keys` (written only by the operator) or a readable manifest record names it, or, when one of those records is lost, when its private material and its published JWK both survive, or when its material survives and it is a key of the manifest this process last stored | a key the operator never recorded is never published by it |
 //! | 2b | With the status lost, every key keeps published for the longest retention a valid spec allows (16 rotation intervals) once it retires, a retired key counts as retired from now, and a pending key as published from now, until this process has stored the manifest itself | the Secret may be a copy from before a tokenTTL was shortened, or from when a key that signed since was pending, or its times edited; tokens signed under the longer TTL are alive, and verifiers may have lost a pending key since the copy |
-//! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation); a retired key stays published at least until the expiry this process last stored | states only move forward; a restored copy is older, not newer, and a status whose writes fail is older still |
+//! | 3 | Records of one kid merge: the furthest state wins, and of each time the value that waits longest (latest publication and retirement, earliest activation); a retired key stays published at least until the expiry this process last stored | states only move forward; a restored copy is older, not newer, and a status whose writes fail is older still; the state and expiry this process last stored count as one more record |
 //! | 3b | A key only a restored Secret names, older than every key the status remembers, never signs again: it comes back retired at most (not a key of the manifest this process last stored: a clock set back or an edited time made it look older while the status lagged) | a key the operator let expire does not come back to life |
 //! | 3c | A rotate-annotation value that the manifest or `status.rotationRequest` says was honoured is not honoured again, and a forced rotation older than the active key's activation was served by it | an emptied or restored manifest must not rotate a second time |
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
@@ -109,8 +109,8 @@ pub struct StoredTimes {
     pub published: BTreeMap<String, Timestamp>,
     /// Until when each retired key was stored as published.
     pub expires: BTreeMap<String, Timestamp>,
-    /// Every kid of that manifest.
-    pub kids: BTreeSet<String>,
+    /// The state of every key of that manifest.
+    pub states: BTreeMap<String, KeyState>,
 }
 
 /// Something the weighing found and repaired, for Events and logs. Never holds key material.
@@ -253,6 +253,17 @@ impl<'e> Weighing<'e> {
             };
             self.records.insert(merged.kid.clone(), merged);
         }
+        // The state this process last stored is one more record of it: a restored copy from
+        // before an activation, with the status lost, must not make a key that signed pending
+        // again (and discardable).
+        for (kid, state) in &self.evidence.stored.states {
+            if let Some(r) = self.records.get_mut(kid)
+                && *state > r.state
+            {
+                r.state = *state;
+                fit_times_to_state(r, self.now);
+            }
+        }
     }
 
     /// Rule 3b: a key only the Secret names, older than every key the status remembers, was
@@ -266,11 +277,11 @@ impl<'e> Weighing<'e> {
         let Some(oldest) = memory.iter().map(|r| r.created_at).min() else {
             return;
         };
-        let stored = &self.evidence.stored.kids;
+        let stored = &self.evidence.stored.states;
         let forgotten = |r: &KeyRecord| {
             r.created_at < oldest
                 && !memory.iter().any(|m| m.kid == r.kid)
-                && !stored.contains(&r.kid)
+                && !stored.contains_key(&r.kid)
         };
         self.records
             .retain(|_, r| !(forgotten(r) && r.state == KeyState::Pending));
@@ -298,7 +309,10 @@ impl<'e> Weighing<'e> {
                 continue;
             }
             // Symmetric keys publish only inside the Secret: one object is no independent proof.
-            if records_lost && self.published.contains_key(*kid) {
+            // A key of the manifest this process stored needs none: its record was edited away
+            // while the status lagged.
+            let proven = records_lost && self.published.contains_key(*kid);
+            if proven || self.evidence.stored.states.contains_key(*kid) {
                 self.findings.push(Finding::Recovered {
                     kid: kid.to_string(),
                 });

@@ -193,7 +193,43 @@ fn a_key_of_the_manifest_this_process_stored_is_not_forgotten_whatever_its_times
     assert_eq!(state(&w.manifest, &active), Some(KeyState::Retired));
     // In the manifest this process stored last, it is the operator's own key: it signs on,
     // even in a copy of it edited since.
-    e.stored.kids = [active.clone()].into();
+    e.stored.states = [(active.clone(), KeyState::Active)].into();
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
+}
+
+#[test]
+fn a_state_this_process_stored_outlasts_a_restored_copy_from_before_it_with_the_status_lost() {
+    let mut minter = Minter::default();
+    let (m, [_, active, pending]) = rotated(&mut minter);
+    // This process stored the pending key active (it signed); then the status was lost and a
+    // copy from before that activation restored: it reads pending again, and would be
+    // discarded as a pending key is when the algorithm changes.
+    let mut e = evidence(&m, &all_kids(&m));
+    e.memory.clear();
+    e.stored.states = [(pending.clone(), KeyState::Active)].into();
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    // The copy's active key is in the slot and signs on; the one that signed retires from now.
+    assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
+    assert_eq!(state(&w.manifest, &pending), Some(KeyState::Retired));
+    assert!(w.retire_on_write.contains(&pending));
+}
+
+#[test]
+fn a_signing_key_this_process_stored_is_recovered_when_its_records_were_edited_away() {
+    let mut minter = Minter::default();
+    let (m, [_, active, _]) = rotated(&mut minter);
+    // The status lags (it never knew the active key) and its manifest record was removed by
+    // hand: with a readable manifest and a status, nothing else proves the key is the set's.
+    let mut e = evidence(&m, &all_kids(&m));
+    e.memory.retain(|r| r.kid != active);
+    let mut edited = m.clone();
+    edited.keys.retain(|k| k.kid != active);
+    let mut e = with_manifest(e, ManifestRead::Read(edited));
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    assert_eq!(state(&w.manifest, &active), None);
+    // This process stored it: it is the set's own, and signers use it: it signs on.
+    e.stored.states = [(active.clone(), KeyState::Active)].into();
     let w = weigh(&e, &quick(), t(182)).unwrap();
     assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
 }

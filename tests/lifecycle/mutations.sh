@@ -50,7 +50,9 @@ ev-2b-status-lost-trust-no-time | src/lifecycle/evidence.rs | fn status_lost_tru
 ev-2b-own-manifest-trusted | src/lifecycle/evidence.rs | if !self.evidence.memory.is_empty() || self.evidence.own_manifest { | if !self.evidence.memory.is_empty() {
 ev-4-clamp-future | src/lifecycle/evidence.rs | Some(at) if *at > add(now, FUTURE_TOLERANCE) => { | Some(at) if false && *at > add(now, FUTURE_TOLERANCE) => {
 ev-4-times-fit-state | src/lifecycle/evidence.rs | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n | fn fit_times_to_state(r: &mut KeyRecord, now: Timestamp) {\n    return;\n
-ev-3b-stored-kids-not-forgotten | src/lifecycle/evidence.rs | && !stored.contains(&r.kid) | && true
+ev-3b-stored-kids-not-forgotten | src/lifecycle/evidence.rs | && !stored.contains_key(&r.kid) | && true
+ev-2-stored-kid-recovered | src/lifecycle/evidence.rs | if proven || self.evidence.stored.states.contains_key(*kid) { | if proven {
+ev-3-stored-state-stands | src/lifecycle/evidence.rs | && *state > r.state | && false && *state > r.state
 ev-3-stored-expiry-stands | src/lifecycle/evidence.rs | fn stored_expiries_stand(&mut self) {\n | fn stored_expiries_stand(&mut self) {\n        return;\n
 ev-5-stored-publication-waits | src/lifecycle/evidence.rs | record.published_at = record.published_at.max(stored); | let _ = stored;
 ev-5-unseen-unpublished | src/lifecycle/evidence.rs | if !seen {\n                    record.published_at = None;\n                } else if forgotten { | if forgotten {
