@@ -64,6 +64,8 @@ for _ in $(seq 1 100); do curl -fsS -o "$DIR/jwks.json" "$URL" 2>/dev/null && br
 # nginx: the same bytes, a static file, one worker per core as wrk gets.
 mkdir -p "$DIR/www/jwks/bench" "$DIR/nginx"
 cp "$DIR/jwks.json" "$DIR/www/jwks/bench/api.json"
+# nginx's workers run as an unprivileged user: let them read the file (mktemp made DIR private).
+chmod a+x "$DIR" && chmod -R a+rX "$DIR/www"
 cat >"$DIR/nginx.conf" <<EOF
 daemon off;
 worker_processes auto;
