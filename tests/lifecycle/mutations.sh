@@ -67,6 +67,7 @@ ev-7c-unconfirmed-activation-steps-back | src/lifecycle/evidence.rs | fn unconfi
 ev-8-drop-unpublishable | src/lifecycle/evidence.rs | fn drop_unpublishable(&mut self) {\n | fn drop_unpublishable(&mut self) {\n        return;\n
 ev-9-newer-manifest-blocks | src/lifecycle/evidence.rs | ManifestRead::Newer(version) => Err(Blocked::NewerManifest(*version)), | ManifestRead::Newer(_) => Ok(None),
 ev-unconfirmed-retirement | src/lifecycle/evidence.rs | fn unconfirmed_retirements_count_from_now(&mut self) {\n | fn unconfirmed_retirements_count_from_now(&mut self) {\n        return;\n
+policy-cache-horizon-counts-http-max-age | src/lifecycle/policy.rs | let shared = if self.served_over_http { | let shared = if false && self.served_over_http {
 pl-revoke | src/lifecycle/planner.rs | fn revoke(&mut self) {\n | fn revoke(&mut self) {\n        return;\n
 pl-lose-vanished | src/lifecycle/planner.rs | fn lose_vanished(&mut self, observed: &Observed) {\n | fn lose_vanished(&mut self, observed: &Observed) {\n        return;\n
 pl-stamp-published | src/lifecycle/planner.rs | fn stamp_published(&mut self, observed: &Observed) {\n | fn stamp_published(&mut self, observed: &Observed) {\n        return;\n

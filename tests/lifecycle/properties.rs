@@ -67,11 +67,26 @@ fn scenario() -> impl Strategy<Value = (Policy, Vec<Event>)> {
             (Just((ri, alg, pl, pd)), cache, 1i64..1000, 0i64..120)
         })
         .prop_flat_map(|((ri, alg, pl, pd), cache, ttl, skew)| {
-            (
-                Just(with_cache(policy(alg, ri, pl, pd, ttl, skew), cache)),
-                prop::collection::vec(event(ri), 1..60),
-            )
+            let policy = with_cache(policy(alg, ri, pl, pd, ttl, skew), cache);
+            let served = any::<bool>().prop_map(move |served_over_http| Policy {
+                served_over_http,
+                ..policy.clone()
+            });
+            (served, prop::collection::vec(event(ri), 1..60))
         })
+}
+
+/// How long verifiers may hold a JWKS from before a change: propagationDelay + verifierCacheTTL,
+/// and served over HTTP, the max-age a shared cache may keep it on top.
+fn caches(policy: &Policy) -> SignedDuration {
+    let mut horizon = policy.propagation_delay + policy.verifier_cache_ttl;
+    if policy.served_over_http {
+        let max_age = policy.http_max_age();
+        // The max-age keeps the lead's promise and the spec's cache time (the README's rule).
+        assert!(max_age >= SignedDuration::ZERO && max_age <= policy.verifier_cache_ttl);
+        horizon += max_age;
+    }
+    horizon
 }
 
 /// What the checker remembers across steps.
@@ -169,7 +184,7 @@ fn check_step(
             k.state == KeyState::Active && old.is_none_or(|o| o.state != KeyState::Active);
         if newly_active && old_active.is_some() && !old_active_gone {
             let published_at = k.published_at;
-            let caches = policy.propagation_delay + policy.verifier_cache_ttl;
+            let caches = caches(policy);
             prop_assert!(
                 published_at.is_some_and(|p| p + caches <= now),
                 "{} signs at {} but was published at {:?}: verifiers may cache a JWKS without it \
@@ -253,7 +268,7 @@ fn check_revocations(
 ) -> Result<(), TestCaseError> {
     let this_pass = unpublished_by_pass(evidence, &converged.transitions);
     let reported = revocations(policy, &history.revocations, &this_pass, now);
-    let horizon = policy.propagation_delay + policy.verifier_cache_ttl;
+    let horizon = caches(policy);
     for r in &reported {
         prop_assert!(!seen.contains(&r.kid), "revoked {} is published", r.kid);
         if this_pass.contains(&r.kid) {
