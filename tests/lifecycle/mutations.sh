@@ -36,8 +36,8 @@ mkdir -p "$logs"
 MUTATIONS=$(
 	cat <<'EOF'
 ev-1-thumbprint | src/lifecycle/evidence.rs | fn jwk_is_sound(jwk: &PublicJwk) -> bool {\n | fn jwk_is_sound(jwk: &PublicJwk) -> bool {\n    return true;\n
-ev-2-unrecorded-never-published | src/lifecycle/evidence.rs | if records_lost && self.published.contains_key(*kid) { | if true {
-ev-2-recover-material-and-jwk | src/lifecycle/evidence.rs | if records_lost && self.published.contains_key(*kid) { | if false {
+ev-2-unrecorded-never-published | src/lifecycle/evidence.rs | let proven = records_lost && self.published.contains_key(*kid); | let proven = true;
+ev-2-recover-material-and-jwk | src/lifecycle/evidence.rs | let proven = records_lost && self.published.contains_key(*kid); | let proven = false;
 ev-2-recover-only-when-records-lost | src/lifecycle/evidence.rs | let records_lost = self.evidence.memory.is_empty() || self.manifest.is_none(); | let records_lost = true;
 ev-3-merge-furthest | src/lifecycle/evidence.rs | Some(earlier) => merge(earlier, record), | Some(_earlier) => record,
 ev-3b-forgotten-stay-retired | src/lifecycle/evidence.rs | fn forgotten_stay_retired(&mut self) {\n | fn forgotten_stay_retired(&mut self) {\n        return;\n
