@@ -299,6 +299,9 @@ pub struct Checker {
     /// operator's first JWKS write after the edit keeps them out until the Secret records
     /// them unpublished (they then wait a full lead), so the two disagree for a write.
     left_out_by_edit: BTreeSet<String>,
+    /// The test wrote a JWKS that no sample has seen yet: the operator may have rewritten it
+    /// before any did, and its rewrite leaves out what the edit left out (as above).
+    map_edit_unseen: bool,
     previous_jwks_sent: Option<Timestamp>,
     /// The kids of the last JWKS the operator wrote, and when it was read (request time).
     pub operator_published: Option<BTreeSet<String>>,
@@ -340,6 +343,7 @@ impl Checker {
 
     fn edited(&mut self, edited: Edited) {
         self.edited_secrets.extend(edited.secret_version);
+        self.map_edit_unseen |= edited.map_version.is_some();
         self.edited_maps.extend(edited.map_version);
     }
 
@@ -361,7 +365,8 @@ impl Checker {
             self.cache(jwks.clone(), map_by_test, s.jwks_at.0);
             let runs = &self.runs;
             self.left_out_by_edit.retain(|kid| !runs.contains_key(kid));
-            if map_by_test {
+            let edit_unseen = std::mem::take(&mut self.map_edit_unseen);
+            if map_by_test || edit_unseen {
                 let pending = self
                     .records
                     .values()
