@@ -17,7 +17,7 @@
 //! | 5b | A pending key the status does not list, while it lists a key created after its publication, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot, or active in the status) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
-//! | 7b | With no active record that can sign (material left), a retired or pending record of the key in the signing slot (not revoked; named active or pending by the status, recovered, activated by its record and unknown to the status, or the status lost), or else of the key the status names active whose material survives, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
+//! | 7b | With no active record that can sign (material left), a retired or pending record of the key in the signing slot (not revoked; named active or pending by the status, recovered, activated by its record and unknown to the status, or the status lost), or else of the key the status names active whose material survives, or else of a slot key the status knows that is still published and not expired, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
 //! | 7c | An active record whose key is not in the signing slot and that the status does not name active, while the slot holds another key 7b vouches for, is wrong: it goes back to pending when the status says so, else retires now, and the slot's key signs on (7b) | the operator activates a key in the same write that puts it in the signing slot; an edited state must not make a key sign before its lead |
 //! | 8 | A retired key with no public JWK left anywhere cannot be published and is dropped; keys with material are never dropped here | only expiry, revocation or loss of every encoding removes a key |
 //! | 9 | A manifest of a newer version blocks: nothing is written | never destroy what a newer operator wrote |
@@ -495,6 +495,31 @@ impl<'e> Weighing<'e> {
             .max()
     }
 
+    /// Failing both (a restored Secret's slot holds a key the status retired, and the key the
+    /// status names active has no material left), and with no pending key to take over, the
+    /// slot's key if verifiers still hold it: the status knows it, it is published now and not
+    /// expired. Signers use it already; a fresh key would sign with no lead at all.
+    fn slot_key_still_published(&self, policy: &Policy) -> Option<String> {
+        let may_sign = |r: &KeyRecord| {
+            !policy.revoked_kids.contains(&r.kid) && self.found.contains_key(r.kid.as_str())
+        };
+        if self
+            .records
+            .values()
+            .any(|r| r.state == KeyState::Pending && may_sign(r))
+        {
+            return None;
+        }
+        self.records
+            .values()
+            .filter(|r| r.state == KeyState::Retired && self.signing.contains(r.kid.as_str()))
+            .filter(|r| !policy.revoked_kids.contains(&r.kid))
+            .filter(|r| self.status_state(&r.kid).is_some() && self.seen(&r.kid))
+            .filter(|r| r.expires_at.is_none_or(|e| e > self.now))
+            .max_by_key(|r| (r.activated_at, r.kid.clone()))
+            .map(|r| r.kid.clone())
+    }
+
     /// Rule 7c: the operator activates a key in the same write that puts it in the signing
     /// slot. An active record whose key is not there, and that the status does not name
     /// active, while the slot holds a key rule 7b vouches for, was never an activation: an
@@ -561,6 +586,7 @@ impl<'e> Weighing<'e> {
         let Some(kid) = self
             .slot_key_vouched(policy)
             .or_else(|| self.status_active_with_material(policy))
+            .or_else(|| self.slot_key_still_published(policy))
         else {
             return;
         };
