@@ -36,7 +36,7 @@ use tracing::warn;
 use crate::api::JwtKeySet;
 use crate::keys::{Jwks, kid_of_public_jwk};
 use crate::layout;
-use crate::reconcile::{MANAGED_BY_LABEL, MANAGER};
+use crate::reconcile::{MANAGED_BY_LABEL, MANAGER, owned_by};
 
 const JWKS_PREFIX: &str = "/jwks/";
 const JWKS_SUFFIX: &str = ".json";
@@ -167,11 +167,15 @@ enum Route<'a> {
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
-    if let Some(rest) = path.strip_prefix(JWKS_PREFIX) {
+    let set_path = path.strip_prefix(JWKS_PREFIX).and_then(|rest| {
         let (namespace, file) = rest.split_once('/')?;
         let name = file.strip_suffix(JWKS_SUFFIX)?;
         let plain = |s: &str| !s.is_empty() && !s.contains('/');
-        return (plain(namespace) && plain(name)).then_some(Route::Jwks { namespace, name });
+        (plain(namespace) && plain(name)).then_some(Route::Jwks { namespace, name })
+    });
+    // Else an issuer's path, which may begin with /jwks/ too.
+    if set_path.is_some() {
+        return set_path;
     }
     if let Some(prefix) = path.strip_suffix(DISCOVERY) {
         return Some(Route::Issuer {
@@ -221,15 +225,13 @@ impl Catalog {
                     Ok(host) => host,
                     Err(message) => return plain(StatusCode::BAD_REQUEST, message),
                 };
-                match self.by_issuer(host, prefix) {
-                    Ok(set) => set.map(|set| (set, discovery)),
-                    Err(message) => return plain(StatusCode::CONFLICT, message),
-                }
+                self.by_issuer(host, prefix).map(|set| (set, discovery))
             }
         };
         let document = found.and_then(|(set, discovery)| self.document(&set, discovery));
         match document {
-            Some(document) => serve(&document, req.headers()),
+            Some(Ok(document)) => serve(&document, req.headers()),
+            Some(Err(why)) => plain(StatusCode::SERVICE_UNAVAILABLE, why),
             None => plain(StatusCode::NOT_FOUND, "no JWKS is served here\n"),
         }
     }
@@ -240,37 +242,34 @@ impl Catalog {
         set.spec.jwks.http.is_some().then_some(set)
     }
 
-    /// The one set whose issuer is `host` and `prefix`; an error when several claim it.
-    fn by_issuer(
-        &self,
-        host: Option<&str>,
-        prefix: &str,
-    ) -> Result<Option<Arc<JwtKeySet>>, &'static str> {
-        let Some(host) = host else {
-            return Ok(None);
-        };
+    /// The set whose issuer is `host` and `prefix`. When several name it, the oldest keeps it:
+    /// a set created later (in another tenant's namespace, say) cannot take it over or down.
+    fn by_issuer(&self, host: Option<&str>, prefix: &str) -> Option<Arc<JwtKeySet>> {
+        let host = normal_host(host?);
         let claims = |set: &JwtKeySet| {
             let issuer = set.spec.jwks.http.as_ref()?.issuer.as_deref()?;
             let (authority, path) = split_issuer(issuer)?;
-            Some(authority.eq_ignore_ascii_case(host) && path == prefix)
+            Some(normal_host(authority) == host && path == prefix)
         };
-        let mut matching = self
+        let matching = self
             .sets
             .iter()
             .flat_map(|s| s.state_filter(|set| claims(set) == Some(true)));
-        let first = matching.next();
-        if matching.next().is_some() {
-            return Err("several JwtKeySets name this issuer; none is served\n");
-        }
-        Ok(first)
+        matching.min_by_key(|set| (set.creation_timestamp(), set.uid()))
     }
 
     fn map(&self, key: &ObjectRef<ConfigMap>) -> Option<Arc<ConfigMap>> {
         self.maps.iter().find_map(|s| s.get(key))
     }
 
-    /// The set's JWKS or discovery document, rendered again only when an object changed.
-    fn document(&self, set: &JwtKeySet, discovery: bool) -> Option<Arc<Document>> {
+    /// The set's JWKS or discovery document, rendered again only when an object changed; an
+    /// error when its ConfigMap holds no JWKS now (a hand edit the operator has yet to undo):
+    /// better no answer, which no cache keeps, than an empty key set that caches would.
+    fn document(
+        &self,
+        set: &JwtKeySet,
+        discovery: bool,
+    ) -> Option<Result<Arc<Document>, &'static str>> {
         let namespace = set.namespace()?;
         let route = format!("{namespace}/{}/{discovery}", set.name_any());
         let mut rendered = self.rendered.lock().unwrap_or_else(PoisonError::into_inner);
@@ -278,7 +277,7 @@ impl Catalog {
             && r.set_version == set.resource_version()
             && r.map_version == self.map(&r.map).and_then(|m| m.resource_version())
         {
-            return Some(r.document.clone());
+            return Some(Ok(r.document.clone()));
         }
         rendered.remove(&route);
         let valid = set.validate().ok()?;
@@ -286,8 +285,12 @@ impl Catalog {
             return None;
         }
         let map_key = ObjectRef::new(&valid.config_map_name).within(&namespace);
-        let map = self.map(&map_key)?;
+        // Only the set's own ConfigMap: another set naming it must not serve its keys.
+        let map = self.map(&map_key).filter(|m| owned_by(&m.metadata, set))?;
         let published = map.data.as_ref()?.get(&valid.jwks_key)?;
+        if !is_jwks(published) {
+            return Some(Err("the JWKS ConfigMap holds no JWKS now; retry shortly\n"));
+        }
         let max_age = valid.policy.http_max_age().as_secs();
         let document = Arc::new(if discovery {
             let issuer = valid.issuer.as_deref()?;
@@ -307,8 +310,14 @@ impl Catalog {
             document: document.clone(),
         };
         rendered.insert(route, entry);
-        Some(document)
+        Some(Ok(document))
     }
+}
+
+/// A JSON object with a `keys` array, as the operator writes it.
+fn is_jwks(published: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(published)
+        .is_ok_and(|doc| doc.get("keys").is_some_and(serde_json::Value::is_array))
 }
 
 /// The published document's sound public keys, and only their public members.
@@ -344,8 +353,12 @@ fn render(body: String, content_type: &'static str, max_age: i64) -> Document {
         // Base64url and digits only: always a valid header value.
         etag: HeaderValue::from_str(&format!("\"{tag}\""))
             .unwrap_or(HeaderValue::from_static("\"\"")),
-        cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
-            .unwrap_or(HeaderValue::from_static("no-cache")),
+        // A cache cut off from the operator must not serve its copy past max-age (RFC 9111,
+        // section 5.2.2.2): the lead counts on it.
+        cache_control: HeaderValue::from_str(&format!(
+            "public, max-age={max_age}, must-revalidate"
+        ))
+        .unwrap_or(HeaderValue::from_static("no-cache")),
     }
 }
 
@@ -378,11 +391,13 @@ fn serve(document: &Document, request: &HeaderMap) -> Response<Full<Bytes>> {
     response
 }
 
+/// An answer no cache may keep: a 404 cached would hide a set that asks for HTTP later.
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    let text = HeaderValue::from_static("text/plain");
-    response.headers_mut().insert(header::CONTENT_TYPE, text);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -397,6 +412,16 @@ fn host<B>(req: &Request<B>) -> Result<Option<&str>, &'static str> {
         return Err("more than one Host header\n");
     }
     Ok(host)
+}
+
+/// A host as compared: lower case, without a trailing dot or the default ports.
+fn normal_host(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    let host = host
+        .strip_suffix(":443")
+        .or_else(|| host.strip_suffix(":80"))
+        .unwrap_or(&host);
+    host.strip_suffix('.').unwrap_or(host).to_string()
 }
 
 /// An issuer's authority and path ("" at the root).
@@ -445,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn a_private_member_or_a_foreign_key_edited_into_the_config_map_is_never_served() {
+    fn a_private_member_or_a_key_whose_kid_is_not_its_thumbprint_is_never_served() {
         let key = crate::keys::generate(crate::keys::Algorithm::ES256, None).unwrap();
         let mut member = serde_json::to_value(key.public_jwk().unwrap()).unwrap();
         member["d"] = "private-scalar".into();
@@ -456,6 +481,122 @@ mod tests {
         assert!(!served.contains("private-scalar") && !served.contains("\"d\""));
         assert!(!served.contains("not-its-thumbprint"));
         assert!(served.contains(key.kid()));
+    }
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::runtime::watcher::Event;
+
+    fn set(name: &str, uid: &str, created: i64, spec: serde_json::Value) -> JwtKeySet {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "jwt.keyrotator.dev/v1alpha1", "kind": "JwtKeySet",
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": "1",
+                "creationTimestamp": jiff::Timestamp::from_second(created).unwrap().to_string()},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn map(name: &str, owner_uid: &str, document: &str) -> ConfigMap {
+        let mut map = ConfigMap::default();
+        map.metadata.name = Some(name.into());
+        map.metadata.namespace = Some("ns".into());
+        map.metadata.resource_version = Some(format!("{}", document.len()));
+        map.metadata.owner_references = Some(vec![OwnerReference {
+            controller: Some(true),
+            uid: owner_uid.into(),
+            ..OwnerReference::default()
+        }]);
+        map.data = Some([("jwks.json".to_string(), document.to_string())].into());
+        map
+    }
+
+    fn catalog(sets: Vec<JwtKeySet>, maps: Vec<ConfigMap>) -> Catalog {
+        let (set_store, mut set_writer) = reflector::store();
+        let (map_store, mut map_writer) = reflector::store();
+        for s in sets {
+            set_writer.apply_watcher_event(&Event::Apply(s));
+        }
+        for m in maps {
+            map_writer.apply_watcher_event(&Event::Apply(m));
+        }
+        Catalog {
+            sets: vec![set_store],
+            maps: vec![map_store],
+            listed: watch::Sender::new(true),
+            rendered: Mutex::default(),
+        }
+    }
+
+    fn get(catalog: &Catalog, host: &str, path: &str) -> Response<Full<Bytes>> {
+        let req = Request::get(path)
+            .header(header::HOST, host)
+            .body(())
+            .unwrap();
+        catalog.respond(&req)
+    }
+
+    #[test]
+    fn a_set_serves_only_its_own_config_map_and_no_document_while_it_holds_garbage() {
+        let key = crate::keys::generate(crate::keys::Algorithm::ES256, None).unwrap();
+        let jwks = Jwks {
+            keys: vec![key.public_jwk().unwrap().clone()],
+        }
+        .to_json();
+        let http = serde_json::json!({"algorithm": "ES256", "jwks": {"http": {}}});
+        // "b" names a's ConfigMap: a's keys must not be served under b's path.
+        let mut b_spec = http.clone();
+        b_spec["jwks"]["configMapName"] = "a-jwks".into();
+        let sets = vec![
+            set("a", "uid-a", 1_800_000_000, http.clone()),
+            set("b", "uid-b", 1_800_000_000, b_spec),
+        ];
+        let c = catalog(sets.clone(), vec![map("a-jwks", "uid-a", &jwks)]);
+        assert_eq!(get(&c, "h", "/jwks/ns/a.json").status(), StatusCode::OK);
+        let not_its_own = get(&c, "h", "/jwks/ns/b.json");
+        assert_eq!(not_its_own.status(), StatusCode::NOT_FOUND);
+        assert_eq!(not_its_own.headers()[header::CACHE_CONTROL], "no-store");
+        // A hand edit left no JWKS: no answer a cache would keep, rather than an empty set.
+        let c = catalog(sets, vec![map("a-jwks", "uid-a", "{not json")]);
+        let garbage = get(&c, "h", "/jwks/ns/a.json");
+        assert_eq!(garbage.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(garbage.headers()[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn of_two_sets_naming_one_issuer_the_oldest_keeps_it_whatever_the_host_spelling() {
+        let key = crate::keys::generate(crate::keys::Algorithm::ES256, None).unwrap();
+        let jwks = Jwks {
+            keys: vec![key.public_jwk().unwrap().clone()],
+        }
+        .to_json();
+        let issuer = serde_json::json!({"algorithm": "ES256",
+            "jwks": {"http": {"issuer": "https://Auth.example.com/jwks/t"}}});
+        let sets = vec![
+            set("late", "uid-late", 1_800_000_100, issuer.clone()),
+            set("early", "uid-early", 1_800_000_000, issuer),
+        ];
+        let maps = vec![
+            map("early-jwks", "uid-early", &jwks),
+            map("late-jwks", "uid-late", "{\"keys\":[]}"),
+        ];
+        let c = catalog(sets, maps);
+        // An issuer path under /jwks/ is an issuer's, not a set's.
+        for host in [
+            "auth.example.com",
+            "AUTH.example.com.",
+            "auth.example.com:443",
+        ] {
+            let r = get(&c, host, "/jwks/t/.well-known/jwks.json");
+            assert_eq!(r.status(), StatusCode::OK, "{host}");
+        }
+        let r = get(&c, "auth.example.com", "/jwks/t/.well-known/jwks.json");
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(r.into_body()));
+        let body = String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(body.contains(key.kid()), "the oldest set's keys: {body}");
+        assert_eq!(
+            get(&c, "other.example.com", "/jwks/t/.well-known/jwks.json").status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]
@@ -480,7 +621,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             response.headers()[header::CACHE_CONTROL],
-            "public, max-age=600"
+            "public, max-age=600, must-revalidate"
         );
     }
 }

@@ -250,7 +250,7 @@ fn set_key(set: &JwtKeySet) -> String {
     format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any())
 }
 
-fn owned_by(meta: &ObjectMeta, set: &JwtKeySet) -> bool {
+pub(crate) fn owned_by(meta: &ObjectMeta, set: &JwtKeySet) -> bool {
     let uid = set.meta().uid.as_deref();
     meta.owner_references
         .iter()
