@@ -15,7 +15,7 @@
 //! | 4 | Times more than a minute in the future are clamped to now; times a state cannot have are dropped | an edited `activatedAt` must not stop rotation, nor a `publishedAt` in the past start it early |
 //! | 5 | A pending key not in the published document now counts as unpublished, and waits a full `publishLead` once it is seen again | what is published now is what verifiers hold |
 //! | 5b | A pending key the status does not list, while it lists a key created after its publication, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
-//! | 6 | A key signers may be using (in the Secret's signing slot, or active in the status) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
+//! | 6 | A key signers may be using (in the Secret's signing slot, active in the status, or the last active key this process stored) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
 //! | 7b | With no active record that can sign (material left), a retired or pending record of the key in the signing slot (not revoked; named active or pending by the status, recovered, activated by its record and unknown to the status, or the status lost), or else of the key the status names active whose material survives, or else of a slot key the status knows that is still published and not expired, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
 //! | 7c | An active record whose key is not in the signing slot and that the status does not name active, while the slot holds another key 7b vouches for, is wrong: it goes back to pending when the status says so, else retires now, and the slot's key signs on (7b) | the operator activates a key in the same write that puts it in the signing slot; an edited state must not make a key sign before its lead |
@@ -706,11 +706,19 @@ impl<'e> Weighing<'e> {
                         .is_none_or(|(retired, seen)| retired < seen)
                 })
             });
+        // And the key this process last stored as active signed until it read otherwise: a
+        // restored copy's older retirement does not undo the signing since.
+        let stored = &self.evidence.stored.states;
+        let stored_active = stored
+            .iter()
+            .filter(|(_, state)| **state == KeyState::Active)
+            .map(|(kid, _)| kid.as_str());
         let in_use: BTreeSet<&str> = self
             .signing
             .iter()
             .copied()
             .chain(remembered_active)
+            .chain(stored_active)
             .collect();
         for kid in in_use {
             if self

@@ -58,6 +58,7 @@ ev-5-stored-publication-waits | src/lifecycle/evidence.rs | record.published_at 
 ev-5-unseen-unpublished | src/lifecycle/evidence.rs | if !seen {\n                    record.published_at = None;\n                } else if forgotten { | if forgotten {
 ev-5b-forgotten-pending-waits | src/lifecycle/evidence.rs | } else if forgotten { | } else if false && forgotten {
 ev-6-signers-retire-on-write | src/lifecycle/evidence.rs | .is_some_and(|r| r.state == KeyState::Retired) | .is_some_and(|r| false && r.state == KeyState::Retired)
+ev-6-stored-active-retires-on-write | src/lifecycle/evidence.rs | .chain(stored_active) | .chain(stored_active.filter(|_| false))
 ev-6-status-active-retires-on-write | src/lifecycle/evidence.rs | .chain(remembered_active) | .chain(remembered_active.filter(|_| false))
 ev-7-one-active | src/lifecycle/evidence.rs | fn one_active(&mut self, policy: &Policy) {\n | fn one_active(&mut self, policy: &Policy) {\n        return;\n
 ev-7b-pending-in-slot | src/lifecycle/evidence.rs | r.state != KeyState::Active\n                    && self.signing.contains | r.state == KeyState::Retired\n                    && self.signing.contains
