@@ -527,6 +527,16 @@ mod tests {
         }
     }
 
+    /// An ES256 key and a JWKS publishing it.
+    fn one_key_jwks() -> (crate::keys::KeyMaterial, String) {
+        let key = crate::keys::generate(crate::keys::Algorithm::ES256, None).unwrap();
+        let jwks = Jwks {
+            keys: vec![key.public_jwk().unwrap().clone()],
+        }
+        .to_json();
+        (key, jwks)
+    }
+
     fn get(catalog: &Catalog, host: &str, path: &str) -> Response<Full<Bytes>> {
         let req = Request::get(path)
             .header(header::HOST, host)
@@ -537,11 +547,7 @@ mod tests {
 
     #[test]
     fn a_set_serves_only_its_own_config_map_and_no_document_while_it_holds_garbage() {
-        let key = crate::keys::generate(crate::keys::Algorithm::ES256, None).unwrap();
-        let jwks = Jwks {
-            keys: vec![key.public_jwk().unwrap().clone()],
-        }
-        .to_json();
+        let (_, jwks) = one_key_jwks();
         let http = serde_json::json!({"algorithm": "ES256", "jwks": {"http": {}}});
         // "b" names a's ConfigMap: a's keys must not be served under b's path.
         let mut b_spec = http.clone();
@@ -564,11 +570,7 @@ mod tests {
 
     #[test]
     fn of_two_sets_naming_one_issuer_the_oldest_keeps_it_whatever_the_host_spelling() {
-        let key = crate::keys::generate(crate::keys::Algorithm::ES256, None).unwrap();
-        let jwks = Jwks {
-            keys: vec![key.public_jwk().unwrap().clone()],
-        }
-        .to_json();
+        let (key, jwks) = one_key_jwks();
         let issuer = serde_json::json!({"algorithm": "ES256",
             "jwks": {"http": {"issuer": "https://Auth.example.com/jwks/t"}}});
         let sets = vec![

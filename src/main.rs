@@ -106,6 +106,28 @@ fn parse_optional_addr(value: &str) -> Result<OptionalAddr, String> {
     Ok(OptionalAddr(Some(addr)))
 }
 
+/// Every replica serves the JWKS, the standbys too, from watches of its own; it is ready (and
+/// its Service sends it requests) once they have listed.
+async fn serve_jwks(
+    client: &kube::Client,
+    namespaces: &[String],
+    addr: OptionalAddr,
+    ready: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let OptionalAddr(Some(addr)) = addr else {
+        ready.store(true, Ordering::Relaxed);
+        return Ok(());
+    };
+    let (catalog, watching) = jwks_http::watch(client, namespaces);
+    tokio::spawn(watching);
+    http::serve(addr, catalog.clone(), http::Limits::public()).await?;
+    tokio::spawn(async move {
+        catalog.listed().await;
+        ready.store(true, Ordering::Relaxed);
+    });
+    Ok(())
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -175,20 +197,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 let client = kube::Client::try_default().await?;
                 let version = client.apiserver_version().await?;
                 info!(server = %version.git_version, "connected to the Kubernetes API server");
-                // Every replica serves the JWKS, the standbys too, from watches of its own; it is
-                // ready (and its Service sends it requests) once they have listed.
-                if let OptionalAddr(Some(addr)) = jwks_addr {
-                    let (catalog, watching) = jwks_http::watch(&client, &namespaces);
-                    tokio::spawn(watching);
-                    http::serve(addr, catalog.clone(), http::Limits::public()).await?;
-                    let ready = ready.clone();
-                    tokio::spawn(async move {
-                        catalog.listed().await;
-                        ready.store(true, Ordering::Relaxed);
-                    });
-                } else {
-                    ready.store(true, Ordering::Relaxed);
-                }
+                serve_jwks(&client, &namespaces, jwks_addr, ready.clone()).await?;
                 let clock: Clock = Arc::new(jiff::Timestamp::now);
                 if !leader_election {
                     metrics.set_leader(true);

@@ -91,6 +91,14 @@ async fn published(maps: &Api<ConfigMap>, name: &str) -> Option<BTreeSet<String>
     Some(kids(&doc))
 }
 
+/// The kids the set's ConfigMap publishes, once it publishes any.
+async fn first_published(maps: &Api<ConfigMap>, name: &str) -> BTreeSet<String> {
+    eventually("the ConfigMap to publish the keys", DEADLINE, || async {
+        published(maps, name).await.filter(|k| !k.is_empty())
+    })
+    .await
+}
+
 fn kids(doc: &Value) -> BTreeSet<String> {
     let keys = doc["keys"].as_array().cloned().unwrap_or_default();
     keys.iter()
@@ -121,10 +129,7 @@ async fn the_jwks_is_served_with_cache_headers_etags_and_discovery_and_never_a_p
     unasked["algorithm"] = "ES256".into();
     apply_set(&client, &ns, "unasked", unasked).await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let want = eventually("the ConfigMap to publish the keys", DEADLINE, || async {
-        published(&maps, "api").await.filter(|k| !k.is_empty())
-    })
-    .await;
+    let want = first_published(&maps, "api").await;
 
     let path = format!("/jwks/{ns}/api.json");
     let reply = eventually(
@@ -290,10 +295,7 @@ async fn a_standby_replica_serves_the_same_jwks_as_the_leader() {
         "propagationDelay": "5s", "verifierCacheTTL": "10s", "jwks": {"http": {}}});
     apply_set(&client, &ns, "api", spec).await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let want = eventually("the ConfigMap to publish the keys", DEADLINE, || async {
-        published(&maps, "api").await.filter(|k| !k.is_empty())
-    })
-    .await;
+    let want = first_published(&maps, "api").await;
     // One of the two holds the Lease and reconciles; the other only watches: both serve.
     let path = format!("/jwks/{ns}/api.json");
     for addr in addrs {
