@@ -1110,6 +1110,9 @@ impl Checker {
             if before.as_ref() != Some(kid) {
                 self.signing_starts(kid, policy, now)?;
             }
+            // A key a fault put in the slot and the operator kept signing is its signing key
+            // now: revoking it makes the next key sign at once.
+            self.active = Some(kid.clone());
         } else if let Some(kid) = seen.signable.as_ref() {
             // A key nothing vouches for is not checked, but it is what signs now: revoking it
             // makes the next key sign at once.
