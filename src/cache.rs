@@ -115,6 +115,15 @@ where
         }
     }
 
+    /// Every cached object `keep` wants (the caches hold only objects carrying our label).
+    pub fn all(&self, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        self.stores
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|o| keep(o))
+            .collect()
+    }
+
     /// Remembers the resourceVersion of our write, until the cache (or a GET) shows it.
     pub fn wrote(&self, object: &K) {
         let (Some(ns), Some(rv)) = (object.namespace(), object.resource_version()) else {

@@ -5,17 +5,19 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Config;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::api::JwtKeySet;
 use crate::cache::Caches;
+use crate::copies;
 use crate::leader::Fence;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Clock, Context, MANAGED_BY_LABEL, MANAGER};
@@ -31,11 +33,14 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-        vec![None]
+    let (scopes, copy_scope, namespace_events) = if namespaces.is_empty() {
+        let (events, store) = watched_namespaces(&client);
+        (vec![None], copies::Scope::All(store), Some(events))
     } else {
-        namespaces.into_iter().map(Some).collect()
+        let only = copies::Scope::Only(namespaces.iter().cloned().collect());
+        (namespaces.into_iter().map(Some).collect(), only, None)
     };
+    let mut namespace_events = namespace_events;
     let (mut secret_stores, mut map_stores) = (vec![], vec![]);
     let controllers: Vec<Controller<JwtKeySet>> = scopes
         .into_iter()
@@ -49,13 +54,32 @@ pub async fn run(
             let (maps, map_store) = owned(scoped::<ConfigMap>(&client, ns.as_deref()));
             secret_stores.push(secret_store);
             map_stores.push(map_store);
+            let copying = set_store.clone();
             // Bounded: with every due set at once, memory grew with the sets due (each pass
             // holds its objects and its requests), and the API server queued them all anyway.
             // Sets beyond the bound wait in the scheduler, a key each, in due order.
-            Controller::for_stream(sets, set_store)
+            let controller = Controller::for_stream(sets, set_store)
                 .with_config(Config::default().concurrency(concurrency))
                 .owns_stream(secrets)
-                .owns_stream(maps)
+                .watches_stream(maps, map_triggers);
+            match namespace_events.take() {
+                // A namespace created, labelled or deleted: the sets that copy by selector.
+                Some(events) => controller.watches_stream(events, move |_| {
+                    copying
+                        .state()
+                        .iter()
+                        .filter(|s| {
+                            s.spec
+                                .jwks
+                                .copies
+                                .as_ref()
+                                .is_some_and(|c| c.namespace_selector.is_some())
+                        })
+                        .map(|s| ObjectRef::from_obj(s.as_ref()))
+                        .collect::<Vec<_>>()
+                }),
+                None => controller,
+            }
         })
         .collect();
     let caches = Caches::new(secret_stores, map_stores);
@@ -66,6 +90,7 @@ pub async fn run(
         fence,
         metrics.clone(),
         caches,
+        copy_scope,
     ));
     // Per-set series are read from these watch caches at scrape time, and only while this
     // replica runs the controllers: a deleted set, or a standby, reports none.
@@ -138,6 +163,44 @@ where
     let (store, writer) = reflector::store();
     let stream = watcher(api, ours)
         .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+    (stream, store)
+}
+
+/// What a ConfigMap's change triggers: the set that owns it (its JWKS ConfigMap), or the set it
+/// is a copy of (a copy lives in another namespace, where no owner reference reaches).
+fn map_triggers(map: ConfigMap) -> Vec<ObjectRef<JwtKeySet>> {
+    let ns = map.namespace();
+    let kind = JwtKeySet::kind(&());
+    let api_version = JwtKeySet::api_version(&());
+    let owners = map
+        .owner_references()
+        .iter()
+        .filter(|r| r.kind == kind && r.api_version == api_version)
+        .map(|r| {
+            let owner = ObjectRef::new(&r.name);
+            match &ns {
+                Some(ns) => owner.within(ns),
+                None => owner,
+            }
+        });
+    owners.chain(copies::source_of(&map)).collect()
+}
+
+/// Every namespace's metadata (cluster mode only: namespaced RBAC cannot list them), for
+/// `spec.jwks.copies.namespaceSelector`; and the changes, which trigger the sets that copy.
+fn watched_namespaces(
+    client: &Client,
+) -> (
+    impl Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + Send + 'static,
+    Store<PartialObjectMeta<Namespace>>,
+) {
+    let (store, writer) = reflector::store();
+    // Metadata only: a PartialObjectMeta Api asks for nothing else.
+    let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let stream = watcher(api, watcher::Config::default())
+        .modify(|ns| ns.metadata.managed_fields = None)
         .reflect(writer)
         .touched_objects();
     (stream, store)

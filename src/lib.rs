@@ -12,6 +12,7 @@ pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod controller;
+pub mod copies;
 pub mod http;
 pub mod jwks_http;
 pub mod keys;

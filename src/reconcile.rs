@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{DeletionPolicy, JwtKeySet, ValidSpec};
 use crate::cache::{Absent, Caches, Freshness};
+use crate::copies::{self, COPIES_FINALIZER, Copies};
 use crate::keys::{self, Algorithm, KeyError, KeyMaterial, RsaKeySize};
 use crate::layout::LayoutError;
 use crate::leader::{Fence, NotLeader};
@@ -70,6 +71,8 @@ pub struct Context {
     /// Our last status write per set: the resourceVersion it replaced (its precondition) and
     /// the one it made, until the watch cache shows the set past the first.
     pub status_written: Mutex<HashMap<String, (String, String)>>,
+    /// Where JWKS copies may go.
+    pub copy_scope: copies::Scope,
 }
 
 impl Context {
@@ -80,6 +83,7 @@ impl Context {
         fence: Arc<Fence>,
         metrics: Arc<Metrics>,
         caches: Caches,
+        copy_scope: copies::Scope,
     ) -> Self {
         Context {
             client,
@@ -92,6 +96,7 @@ impl Context {
             failures: Mutex::default(),
             caches,
             status_written: Mutex::default(),
+            copy_scope,
         }
     }
 
@@ -188,7 +193,7 @@ async fn reconcile_set(set: &JwtKeySet, ctx: &Context) -> Result<Action, Error> 
         return release_on_delete(set, &sets, ctx).await;
     }
     // Before validation: a set switched to Retain in the same edit as a bad field keeps its keys.
-    if manage_finalizer(&ctx.fence, set, &sets, set.spec.deletion_policy).await? {
+    if manage_finalizers(ctx, set, &sets).await? {
         // The patch's watch event starts the next pass on the set as patched: a status written
         // now would carry the old resourceVersion, and be refused.
         return Ok(Action::requeue(CATCH_UP));
@@ -270,7 +275,7 @@ fn owner_reference(set: &JwtKeySet) -> Option<OwnerReference> {
     set.controller_owner_ref(&())
 }
 
-fn labels(set: &JwtKeySet) -> BTreeMap<String, String> {
+pub(crate) fn labels(set: &JwtKeySet) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
         (KEY_SET_LABEL.to_string(), set.name_any()),
@@ -425,9 +430,11 @@ async fn sync(
     let (evidence, mut cluster) = observe(set, valid, ctx, ns, objects);
     match lifecycle::converge(&mut cluster, &valid.policy, &evidence).await {
         Ok(converged) => {
+            cluster.api.settle_copies().await?;
             let due = requeue_after(&converged, (ctx.clock)());
             let unpublished = lifecycle::unpublished_by_pass(&evidence, &converged.transitions);
-            match report::converged(set, valid, ctx, &converged, &unpublished).await {
+            let copies = cluster.api.copies.as_ref();
+            match report::converged(set, valid, ctx, &converged, &unpublished, copies).await {
                 Ok(()) => Ok(Action::requeue(due)),
                 Err(e) => Err(Error::Unreported {
                     source: Box::new(e),
@@ -542,8 +549,11 @@ struct KubeObjects<'a> {
     ns: &'a str,
     secret_name: String,
     config_map_name: String,
+    jwks_key: String,
     secret: Option<Secret>,
     config_map: Option<ConfigMap>,
+    /// Where the JWKS is copied, and what happened there in this pass.
+    copies: Option<Copies>,
     /// Writes acknowledged in this pass.
     writes: u32,
 }
@@ -562,10 +572,40 @@ impl<'a> KubeObjects<'a> {
             ns,
             secret_name: valid.secret_name.clone(),
             config_map_name: valid.config_map_name.clone(),
+            jwks_key: valid.jwks_key.clone(),
             secret: objects.secret,
             config_map: objects.config_map,
+            copies: valid
+                .copies
+                .as_ref()
+                .map(|c| Copies::plan(c, ns, &valid.config_map_name, &ctx.copy_scope)),
             writes: 0,
         }
+    }
+
+    /// The JWKS document the set's ConfigMap holds (as read, or as this pass wrote it).
+    fn document(&self) -> Option<String> {
+        let data = self.config_map.as_ref()?.data.as_ref()?;
+        data.get(&self.jwks_key).cloned()
+    }
+
+    /// After the core's pass: copies its writes did not touch (a namespace newly selected, a
+    /// copy edited or deleted by hand) are written, and copies no longer wanted withdrawn.
+    async fn settle_copies(&mut self) -> Result<(), Error> {
+        let document = self.document();
+        if let Some(copies) = self.copies.as_mut() {
+            match &document {
+                Some(document) => self.writes += copies.write(self.ctx, self.set, document).await?,
+                // Nothing published (a symmetric set): nothing to copy.
+                None => copies.targets.clear(),
+            }
+        }
+        let copies = self.copies.as_ref();
+        let keep = |ns: &str, name: &str| {
+            copies.is_some_and(|c| c.targets.contains(ns) && c.spec.config_map_name == name)
+        };
+        self.writes += copies::withdraw(self.ctx, self.set, keep).await?;
+        Ok(())
     }
 }
 
@@ -623,32 +663,61 @@ impl ObjectApi for KubeObjects<'_> {
         self.ctx.caches.config_maps.wrote(&written);
         self.config_map = Some(written);
         self.writes += 1;
+        // The copies in the same write: the core stamps a publication when this returns.
+        if let (Some(copies), Some(document)) = (self.copies.as_mut(), data.get(&self.jwks_key)) {
+            self.writes += copies.write(self.ctx, self.set, document).await?;
+        }
         Ok(())
     }
 }
 
-/// `deletionPolicy: Retain` keeps a finalizer so the Secret and ConfigMap can be released
-/// (owner references removed) before garbage collection would take them. Whether it patched.
-async fn manage_finalizer(
-    fence: &Fence,
+/// The finalizers this operator keeps on `set`: `deletionPolicy: Retain`'s, so the Secret and
+/// ConfigMap can be released (owner references removed) before garbage collection would take
+/// them; and the copies', while the set asks for copies or any is left, since no owner
+/// reference reaches another namespace.
+fn wanted_finalizers(ctx: &Context, set: &JwtKeySet) -> Vec<&'static str> {
+    let mut wanted = vec![];
+    if set.spec.deletion_policy == DeletionPolicy::Retain {
+        wanted.push(RETAIN_FINALIZER);
+    }
+    if set.spec.jwks.copies.is_some() || copies::any(ctx, set) {
+        wanted.push(COPIES_FINALIZER);
+    }
+    wanted
+}
+
+/// Adds or removes our finalizers as `wanted_finalizers` says. Whether it patched.
+async fn manage_finalizers(
+    ctx: &Context,
     set: &JwtKeySet,
     sets: &Api<JwtKeySet>,
-    policy: DeletionPolicy,
 ) -> Result<bool, Error> {
+    let ours = [RETAIN_FINALIZER, COPIES_FINALIZER];
+    let wanted = wanted_finalizers(ctx, set);
     let finalizers = set.finalizers();
-    let has = finalizers.iter().any(|f| f == RETAIN_FINALIZER);
-    let wanted = policy == DeletionPolicy::Retain;
+    let has: Vec<&str> = ours
+        .into_iter()
+        .filter(|f| finalizers.iter().any(|g| g == f))
+        .collect();
     if has == wanted {
         return Ok(false);
     }
     let mut next: Vec<String> = finalizers
         .iter()
-        .filter(|f| *f != RETAIN_FINALIZER)
+        .filter(|f| !ours.contains(&f.as_str()))
         .cloned()
         .collect();
-    if wanted {
-        next.push(RETAIN_FINALIZER.into());
-    }
+    next.extend(wanted.iter().map(|f| f.to_string()));
+    patch_finalizers(&ctx.fence, set, sets, next).await?;
+    Ok(true)
+}
+
+async fn patch_finalizers(
+    fence: &Fence,
+    set: &JwtKeySet,
+    sets: &Api<JwtKeySet>,
+    next: Vec<String>,
+) -> Result<(), Error> {
     fence.check()?;
     let patch =
         json!({"metadata": {"finalizers": next, "resourceVersion": set.resource_version()}});
@@ -659,7 +728,7 @@ async fn manage_finalizer(
     )
     .await
     .map_err(conflict_or)?;
-    Ok(true)
+    Ok(())
 }
 
 async fn release_on_delete(
@@ -667,9 +736,33 @@ async fn release_on_delete(
     sets: &Api<JwtKeySet>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    if !set.finalizers().iter().any(|f| f == RETAIN_FINALIZER) {
+    let has = |f: &str| set.finalizers().iter().any(|g| g == f);
+    let (retain, copies) = (has(RETAIN_FINALIZER), has(COPIES_FINALIZER));
+    if !retain && !copies {
         return Ok(Action::await_change());
     }
+    if retain {
+        release_objects(set, ctx).await?;
+    }
+    // Retain keeps the copies too: verifiers elsewhere go on reading them.
+    if copies && set.spec.deletion_policy != DeletionPolicy::Retain {
+        let withdrawn = copies::withdraw(ctx, set, |_, _| false).await?;
+        info!(set = %set.name_any(), withdrawn, "JWKS copies withdrawn");
+    }
+    let next: Vec<String> = set
+        .finalizers()
+        .iter()
+        .filter(|f| *f != RETAIN_FINALIZER && *f != COPIES_FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(&ctx.fence, set, sets, next).await?;
+    let ns = set.namespace().ok_or(Error::NoNamespace)?;
+    ctx.metrics.forget(&ns, &set.name_any());
+    Ok(Action::await_change())
+}
+
+/// `deletionPolicy: Retain`: the Secret and ConfigMap lose this set's owner reference.
+async fn release_objects(set: &JwtKeySet, ctx: &Context) -> Result<(), Error> {
     let ns = set.namespace().ok_or(Error::NoNamespace)?;
     // Names only: a spec refused for another reason must not cost the user their keys.
     let (secret_name, config_map_name) = set.object_names();
@@ -688,22 +781,5 @@ async fn release_on_delete(
         create_or_replace(&ctx.fence, &maps, true, &m).await?;
     }
     info!(set = %set.name_any(), "deletionPolicy Retain: Secret and ConfigMap released");
-    let next: Vec<String> = set
-        .finalizers()
-        .iter()
-        .filter(|f| *f != RETAIN_FINALIZER)
-        .cloned()
-        .collect();
-    let patch =
-        json!({"metadata": {"finalizers": next, "resourceVersion": set.resource_version()}});
-    ctx.fence.check()?;
-    sets.patch(
-        &set.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(conflict_or)?;
-    ctx.metrics.forget(&ns, &set.name_any());
-    Ok(Action::await_change())
+    Ok(())
 }

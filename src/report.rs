@@ -18,6 +18,7 @@ use crate::api::{
     HistoryEntry, JwtKeySet, JwtKeySetStatus, KeyStatus, RevocationStatus, ValidSpec,
 };
 use crate::audit::{self, Record};
+use crate::copies::{Copies, Problem};
 use crate::lifecycle::{self, Activation, Converged, Finding, Manifest, Moved, Transition};
 use crate::reconcile::{self, Context, Error, MANAGER};
 
@@ -86,7 +87,14 @@ pub async fn blocked(set: &JwtKeySet, ctx: &Context, blocked: Blocked) -> Result
         )
         .await;
     }
-    status.conditions = vec![condition(set, "False", reason, message, (ctx.clock)())];
+    status.conditions = vec![condition(
+        set,
+        READY,
+        "False",
+        reason,
+        message,
+        (ctx.clock)(),
+    )];
     status.observed_generation = set.meta().generation;
     write_status(set, ctx, status, &[]).await?;
     // Conflicting objects may be outside our watches (not labelled): look again now and then.
@@ -101,6 +109,7 @@ pub async fn converged(
     ctx: &Context,
     converged: &Converged,
     unpublished: &BTreeSet<String>,
+    copies: Option<&Copies>,
 ) -> Result<(), Error> {
     // The history entries go with the status below: one status write for the pass.
     let entries = announce(set, ctx, &converged.transitions, &converged.findings).await;
@@ -120,6 +129,14 @@ pub async fn converged(
     }
     let ready = ready_condition(set, converged, valid.policy.algorithm.as_str(), now);
     let mut status = status_for(set, valid, &plan.manifest, plan.next_rotation_at, ready);
+    if let Some(copies) = copies {
+        let copied = copies_condition(set, copies, now);
+        if copied.status == "False" && !already_said(set, &copied) {
+            let note = copied.message.clone();
+            publish(ctx, set, EventType::Warning, &copied.reason, "Copy", note).await;
+        }
+        status.conditions.push(copied);
+    }
     // After the pass's writes: `now` is no earlier than the JWKS write that took a key out.
     status.revocations = revocations(set, valid, unpublished, now);
     write_status(set, ctx, status, &entries).await?;
@@ -176,6 +193,7 @@ fn ready_condition(set: &JwtKeySet, converged: &Converged, alg: &str, now: Times
         let note = held_note(manifest);
         return condition(
             set,
+            READY,
             "True",
             "RotationHeld",
             format!("{alg} key {active} signs; {note}"),
@@ -184,11 +202,77 @@ fn ready_condition(set: &JwtKeySet, converged: &Converged, alg: &str, now: Times
     }
     let held = manifest.keys.len();
     let message = format!("{alg} key {active} signs; {held} key(s) held and published{next}");
-    condition(set, "True", "KeysReady", message, now)
+    condition(set, READY, "True", "KeysReady", message, now)
 }
+
+/// The most namespaces a `CopiesReady` message names (the rest are counted).
+const NAMED_NAMESPACES: usize = 10;
+
+/// `CopiesReady`: whether every namespace `spec.jwks.copies` asks for holds a current copy.
+fn copies_condition(set: &JwtKeySet, copies: &Copies, now: Timestamp) -> Condition {
+    let name = &copies.spec.config_map_name;
+    let mut problems: Vec<String> = copies
+        .problems
+        .iter()
+        .map(|(ns, problem)| match problem {
+            Problem::Foreign => {
+                format!("{ns} (a ConfigMap {name} there is not a copy of this set: left untouched)")
+            }
+            Problem::NotWatched => format!("{ns} (outside the namespaces this operator watches)"),
+            Problem::Refused(why) => format!("{ns} (refused: {why})"),
+        })
+        .collect();
+    if copies.selector_ignored {
+        problems
+            .push("namespaceSelector (needs an operator that watches every namespace)".to_string());
+    }
+    if problems.is_empty() {
+        let message = format!(
+            "ConfigMap {name} is current in {} namespace(s){}",
+            copies.current().len(),
+            named(copies.current().iter().cloned().collect())
+        );
+        return condition(set, COPIES_READY, "True", "Copied", message, now);
+    }
+    let foreign = copies.problems.values().any(|p| *p == Problem::Foreign);
+    let reason = if foreign {
+        "CopyConflict"
+    } else {
+        "CopyRefused"
+    };
+    let message = format!(
+        "no current copy in {}",
+        named(problems).trim_start_matches(": ")
+    );
+    condition(set, COPIES_READY, "False", reason, message, now)
+}
+
+/// ": a, b, c" with at most `NAMED_NAMESPACES` named and the rest counted.
+fn named(items: Vec<String>) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    let more = items.len().saturating_sub(NAMED_NAMESPACES);
+    let mut text = format!(": {}", items[..items.len() - more].join(", "));
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+/// Whether the set already shows this condition (its Event was published then).
+fn already_said(set: &JwtKeySet, wanted: &Condition) -> bool {
+    set.status.iter().flat_map(|s| &s.conditions).any(|c| {
+        c.type_ == wanted.type_ && c.status == wanted.status && c.message == wanted.message
+    })
+}
+
+const READY: &str = "Ready";
+const COPIES_READY: &str = "CopiesReady";
 
 fn condition(
     set: &JwtKeySet,
+    type_: &str,
     status: &str,
     reason: &str,
     message: String,
@@ -197,14 +281,14 @@ fn condition(
     let previous = set
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
     // Kubernetes convention: lastTransitionTime moves only when status changes.
     let last_transition_time = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => whole_seconds(now),
     };
     Condition {
-        type_: "Ready".into(),
+        type_: type_.into(),
         status: status.into(),
         reason: reason.into(),
         message,

@@ -149,9 +149,21 @@ fn operator_rules() -> Value {
     json!([
         {"apiGroups": ["jwt.keyrotator.dev"], "resources": ["jwtkeysets"], "verbs": ["list", "watch", "patch"]},
         {"apiGroups": ["jwt.keyrotator.dev"], "resources": ["jwtkeysets/status"], "verbs": ["get", "patch"]},
-        {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch", "create", "update"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "update"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "delete"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
+}
+
+/// The cluster mode's rules: the operator's, and namespaces' labels (for copies by selector).
+fn cluster_rules() -> Value {
+    let mut rules = operator_rules();
+    if let Some(rules) = rules.as_array_mut() {
+        rules.push(
+            json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}),
+        );
+    }
+    rules
 }
 
 /// The leader-election rules, in the release namespace only.
@@ -716,7 +728,7 @@ fn chart_renders_what_its_values_say() {
     );
     assert_eq!(
         find(&docs, "ClusterRole", "jwt-key-rotator")["rules"],
-        operator_rules()
+        cluster_rules()
     );
     let binding = find(&docs, "ClusterRoleBinding", "jwt-key-rotator");
     assert_eq!(binding["roleRef"]["name"], "jwt-key-rotator");

@@ -9,9 +9,11 @@ mod spec;
 mod status;
 mod validate;
 
-pub use spec::{DeletionPolicy, JwksSpec, JwtKeySet, JwtKeySetSpec, ROTATE_ANNOTATION};
+pub use spec::{
+    DeletionPolicy, JwksCopiesSpec, JwksSpec, JwtKeySet, JwtKeySetSpec, ROTATE_ANNOTATION,
+};
 pub use status::{HISTORY_LIMIT, HistoryEntry, JwtKeySetStatus, KeyStatus, RevocationStatus};
-pub use validate::{InvalidSpec, ValidSpec, parse_duration};
+pub use validate::{InvalidSpec, ValidCopies, ValidSpec, parse_duration};
 
 /// The CustomResourceDefinition as YAML, exactly as checked in under `crds/`.
 pub fn crd_yaml() -> Result<String, serde_norway::Error> {

@@ -1,3 +1,4 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,8 @@ pub(crate) const DURATION_PATTERN: &str = r"^([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|µ
 /// A DNS subdomain name (RFC 1123), as Secret and ConfigMap names must be.
 pub(crate) const DNS_SUBDOMAIN_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A DNS label (RFC 1123), as namespace names must be.
+pub(crate) const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A ConfigMap data key.
 pub(crate) const CONFIG_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// An http(s) URL with a host, without query, fragment, user info or trailing slash.
@@ -153,6 +156,40 @@ pub struct JwksSpec {
     /// with its OpenID discovery document. `http: {}` serves it without an issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<JwksHttpSpec>,
+
+    /// Copies of the JWKS ConfigMap in other namespaces, for verifiers that mount it there
+    /// (a gateway's local JWKS, a service in another team's namespace). Copies carry the
+    /// public keys only, follow every change of the JWKS in the same write, and leave a
+    /// namespace that stops matching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies: Option<JwksCopiesSpec>,
+}
+
+/// Where copies of the JWKS go, and under what name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwksCopiesSpec {
+    /// Name of the ConfigMap in each namespace. Default: the JWKS ConfigMap's name. A
+    /// ConfigMap of that name that the operator did not create is never touched: it is
+    /// reported (condition CopiesReady, Event CopyConflict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DNS_SUBDOMAIN_PATTERN), length(max = 253))]
+    pub config_map_name: Option<String>,
+
+    /// The data key holding the JWKS document in each copy. Default: `jwks.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(CONFIG_KEY_PATTERN), length(max = 253))]
+    pub key: Option<String>,
+
+    /// Namespaces to copy into, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "namespace_list_schema")]
+    pub namespaces: Vec<String>,
+
+    /// Namespaces to copy into, by label (as trust-manager's `namespaceSelector`). `{}`
+    /// selects every namespace. Only when the operator watches every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
 }
 
 /// How the JWKS is served over HTTP.
@@ -174,6 +211,7 @@ impl Default for JwksSpec {
             config_map_name: None,
             key: default_jwks_key(),
             http: None,
+            copies: None,
         }
     }
 }
@@ -226,6 +264,16 @@ fn kid_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "description": "Key IDs to revoke at once: removed from the Secret and the JWKS immediately; if the active key is revoked, a new key takes over immediately. Tokens signed with a revoked key stop verifying.",
         "type": "array",
         "items": { "type": "string", "pattern": KID_PATTERN },
+        "x-kubernetes-list-type": "set"
+    })
+}
+
+fn namespace_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Namespaces to copy into, by name.",
+        "type": "array",
+        "maxItems": 1000,
+        "items": { "type": "string", "pattern": DNS_LABEL_PATTERN, "maxLength": 63 },
         "x-kubernetes-list-type": "set"
     })
 }

@@ -3,6 +3,7 @@ use std::str::FromStr;
 
 use jiff::SignedDuration;
 use kube::ResourceExt;
+use kube::core::Selector;
 
 use crate::keys::RsaKeySize;
 use crate::lifecycle::{MAX_KEYS, MAX_RETENTION_INTERVALS, Policy};
@@ -39,6 +40,18 @@ pub struct ValidSpec {
     pub deletion_policy: DeletionPolicy,
     /// `spec.jwks.http.issuer`, when the JWKS is served over HTTP with discovery.
     pub issuer: Option<String>,
+    /// `spec.jwks.copies`, with its defaults applied.
+    pub copies: Option<ValidCopies>,
+}
+
+/// Where copies of the JWKS go (`spec.jwks.copies`), checked, with its defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidCopies {
+    pub config_map_name: String,
+    pub key: String,
+    pub namespaces: BTreeSet<String>,
+    /// `None`: by name only. An empty selector selects every namespace.
+    pub selector: Option<Selector>,
 }
 
 /// Parses a Go duration ("90s", "1h30m"), refusing values the parser would overflow on.
@@ -154,6 +167,57 @@ fn issuer_problem(issuer: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+fn config_key(field: &str, key: &str) -> Result<(), InvalidSpec> {
+    let ok = !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("{key:?} is not a valid ConfigMap key (letters, digits, '-', '_' and '.')"),
+        ));
+    }
+    Ok(())
+}
+
+fn valid_copies(
+    spec: &super::spec::JwtKeySetSpec,
+    config_map_name: &str,
+    jwks_key: &str,
+) -> Result<Option<ValidCopies>, InvalidSpec> {
+    let Some(copies) = &spec.jwks.copies else {
+        return Ok(None);
+    };
+    let name = copies.config_map_name.as_deref().unwrap_or(config_map_name);
+    dns_subdomain("spec.jwks.copies.configMapName", name)?;
+    let key = copies.key.as_deref().unwrap_or(jwks_key);
+    config_key("spec.jwks.copies.key", key)?;
+    for (i, ns) in copies.namespaces.iter().enumerate() {
+        if ns.len() > 63 || ns.contains('.') {
+            return Err(invalid(
+                &format!("spec.jwks.copies.namespaces[{i}]"),
+                format!("{ns:?} is not a namespace name (a DNS label, at most 63 characters)"),
+            ));
+        }
+        dns_subdomain(&format!("spec.jwks.copies.namespaces[{i}]"), ns)?;
+    }
+    let selector = match &copies.namespace_selector {
+        None => None,
+        Some(s) => Some(
+            Selector::try_from(s.clone())
+                .map_err(|e| invalid("spec.jwks.copies.namespaceSelector", e.to_string()))?,
+        ),
+    };
+    Ok(Some(ValidCopies {
+        config_map_name: name.to_string(),
+        key: key.to_string(),
+        namespaces: copies.namespaces.iter().cloned().collect(),
+        selector,
+    }))
+}
+
 impl JwtKeySet {
     /// The names of the Secret and the JWKS ConfigMap, with their defaults applied.
     pub fn object_names(&self) -> (String, String) {
@@ -267,19 +331,7 @@ impl JwtKeySet {
         dns_subdomain("spec.secretName", &secret_name)?;
         dns_subdomain("spec.jwks.configMapName", &config_map_name)?;
         let jwks_key = spec.jwks.key.clone();
-        let key_ok = !jwks_key.is_empty()
-            && jwks_key.len() <= 253
-            && jwks_key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-        if !key_ok {
-            return Err(invalid(
-                "spec.jwks.key",
-                format!(
-                    "{jwks_key:?} is not a valid ConfigMap key (letters, digits, '-', '_' and '.')"
-                ),
-            ));
-        }
+        config_key("spec.jwks.key", &jwks_key)?;
 
         let http = spec.jwks.http.as_ref();
         let issuer = http.and_then(|h| h.issuer.clone());
@@ -291,6 +343,8 @@ impl JwtKeySet {
                 format!("{issuer:?} {problem}"),
             ));
         }
+
+        let copies = valid_copies(spec, &config_map_name, &jwks_key)?;
 
         Ok(ValidSpec {
             policy: Policy {
@@ -311,6 +365,7 @@ impl JwtKeySet {
             jwks_key,
             deletion_policy: spec.deletion_policy,
             issuer,
+            copies,
         })
     }
 }

@@ -72,7 +72,7 @@ Used by the ClusterRole (rbac.mode=cluster) and by each per-namespace Role
 (rbac.mode=namespaced). The lease rules live in a Role of their own (leader-election.yaml).
 */}}
 {{- define "jwt-key-rotator.rules" -}}
-# The JwtKeySets: watched, and patched for the finalizer of deletionPolicy: Retain.
+# The JwtKeySets: watched, and patched for their finalizers (deletionPolicy: Retain, copies).
 - apiGroups: ["jwt.keyrotator.dev"]
   resources: ["jwtkeysets"]
   verbs: ["list", "watch", "patch"]
@@ -81,10 +81,15 @@ Used by the ClusterRole (rbac.mode=cluster) and by each per-namespace Role
 - apiGroups: ["jwt.keyrotator.dev"]
   resources: ["jwtkeysets/status"]
   verbs: ["get", "patch"]
-# The Secret (private keys and manifest) and ConfigMap (JWKS) of each set.
+# The Secret (private keys and manifest) of each set.
 - apiGroups: [""]
-  resources: ["secrets", "configmaps"]
+  resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "update"]
+# The ConfigMap (JWKS) of each set, and its copies in verifier namespaces (spec.jwks.copies),
+# deleted where they are no longer wanted.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 # Events about each set (rotations, invalid specs, conflicts).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -1,0 +1,362 @@
+//! JWKS copies in verifier namespaces (`spec.jwks.copies`) on the real control plane, with the
+//! operator watching every namespace (cluster mode): copies created by name and by namespace
+//! label, carrying a new key before the operator records it published, a foreign ConfigMap of
+//! that name never touched and reported, a namespace that stops matching losing its copy, and
+//! the copies withdrawn with the set. A verifier (PyJWT, reloading its keys on a schedule) reads
+//! the copy in its own namespace as a mounted file and refuses no token across rotations.
+//!
+//! One test: an operator watching every namespace would also reconcile the sets of any other
+//! test running beside it in this binary. Needs what `tests/interop/setup.sh` installs.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jsonwebtoken::{EncodingKey, Header};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use support::{Operator, apply_set, client, eventually, namespace};
+
+use jwt_key_rotator::api::JwtKeySet;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const COPY: &str = "verifier-jwks";
+const COPY_KEY: &str = "keys.json";
+const LABEL: &str = "jwks-copy";
+
+fn kids(doc: &str) -> BTreeSet<String> {
+    let doc: Value = serde_json::from_str(doc).unwrap_or(Value::Null);
+    let keys = doc["keys"].as_array().cloned().unwrap_or_default();
+    keys.iter()
+        .filter_map(|k| k["kid"].as_str().map(String::from))
+        .collect()
+}
+
+/// The document a ConfigMap holds under `key`, if any.
+async fn document(client: &Client, ns: &str, name: &str, key: &str) -> Option<String> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    maps.get_opt(name).await.ok()??.data?.get(key).cloned()
+}
+
+/// The pending key the manifest records as published, if any.
+fn published_pending(secret: &Secret) -> Option<String> {
+    let manifest = secret.data.as_ref()?.get("manifest.json")?;
+    let manifest: Value = serde_json::from_slice(&manifest.0).ok()?;
+    manifest["keys"].as_array()?.iter().find_map(|k| {
+        let published = k["state"] == "Pending" && !k["publishedAt"].is_null();
+        published.then(|| k["kid"].as_str().map(String::from))?
+    })
+}
+
+/// Every version of one object a watch saw, as (resourceVersion, what `read` takes from it).
+/// The kube-apiserver's resourceVersions are etcd revisions: ordered across objects and kinds
+/// on one cluster, which is what lets the test say which write came first.
+type Seen<T> = Arc<Mutex<Vec<(u64, T)>>>;
+
+fn record<K, T>(api: Api<K>, name: &str, read: fn(&K) -> T) -> Seen<T>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+    T: Send + 'static,
+{
+    let seen: Seen<T> = Arc::default();
+    let into = seen.clone();
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    tokio::spawn(async move {
+        let mut versions = std::pin::pin!(watcher(api, config).applied_objects());
+        while let Some(Ok(object)) = versions.next().await {
+            let rv = object.resource_version().and_then(|v| v.parse().ok());
+            if let (Some(rv), Ok(mut seen)) = (rv, into.lock()) {
+                seen.push((rv, read(&object)));
+            }
+        }
+    });
+    seen
+}
+
+fn copy_kids(map: &ConfigMap) -> BTreeSet<String> {
+    let doc = map.data.as_ref().and_then(|d| d.get(COPY_KEY));
+    doc.map(|d| kids(d)).unwrap_or_default()
+}
+
+/// The first version of the copy that carries `kid`.
+fn first_carrying(copy: &Seen<BTreeSet<String>>, kid: &str) -> Option<u64> {
+    let seen = copy.lock().ok()?;
+    seen.iter()
+        .find(|(_, kids)| kids.contains(kid))
+        .map(|(rv, _)| *rv)
+}
+
+/// A token signed with what the Secret's signing files hold now, as a signer that mounts it.
+fn sign(secret: &Secret) -> Option<String> {
+    let data = secret.data.as_ref()?;
+    let kid = String::from_utf8(data.get("kid")?.0.clone()).ok()?;
+    let key = EncodingKey::from_ec_pem(&data.get("private.pem")?.0).ok()?;
+    let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.trim().to_string());
+    let exp = jiff::Timestamp::now().as_second() + 10;
+    jsonwebtoken::encode(&header, &json!({"sub": "login", "exp": exp}), &key).ok()
+}
+
+async fn make_namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> String {
+    let ns = namespace(client, prefix).await;
+    if !labels.is_empty() {
+        label_namespace(client, &ns, labels.iter().map(|(k, v)| (*k, Some(*v)))).await;
+    }
+    ns
+}
+
+async fn label_namespace<'a>(
+    client: &Client,
+    ns: &str,
+    labels: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) {
+    let labels: BTreeMap<&str, Option<&str>> = labels.into_iter().collect();
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.patch(
+        ns,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": labels}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("label namespace {ns}: {e}"));
+}
+
+/// The set's `CopiesReady` condition: (status, reason, message).
+async fn copies_ready(client: &Client, ns: &str) -> Option<(String, String, String)> {
+    let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), ns);
+    let set = sets.get_opt("api").await.ok()??;
+    let conditions = set.status?.conditions;
+    let c = conditions.into_iter().find(|c| c.type_ == "CopiesReady")?;
+    Some((c.status, c.reason, c.message))
+}
+
+/// PyJWT reading a JWKS file as a pod mounting the copy would (`file_verify.py`; the test keeps
+/// the file in step with the ConfigMap, swapped atomically as the kubelet does).
+struct FileVerifier {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    file: PathBuf,
+}
+
+impl FileVerifier {
+    fn start(file: &Path, cache_seconds: u64) -> FileVerifier {
+        let interop = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"));
+        let mut child = Command::new(interop.join(".venv/bin/python"))
+            .arg(interop.join("file_verify.py"))
+            .arg(file)
+            .arg(cache_seconds.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start PyJWT: {e} (tests/interop/setup.sh)"));
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        FileVerifier {
+            child,
+            stdin,
+            stdout,
+            file: file.to_path_buf(),
+        }
+    }
+
+    fn mount(&self, document: &str) {
+        let next = self.file.with_extension("next");
+        std::fs::write(&next, document).expect("write the mounted copy");
+        std::fs::rename(&next, &self.file).expect("swap the mounted copy");
+    }
+
+    fn verify(&mut self, token: &str) -> String {
+        writeln!(self.stdin, "{token}").expect("send a token");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read a verdict");
+        line.trim().to_string()
+    }
+}
+
+impl Drop for FileVerifier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_follow_the_jwks_into_verifier_namespaces_and_leave_when_unwanted() {
+    let client = client().await;
+    let home = make_namespace(&client, "copies-home", &[]).await;
+    let named = make_namespace(&client, "copies-named", &[]).await;
+    let selected = make_namespace(&client, "copies-selected", &[(LABEL, "yes")]).await;
+    let taken = make_namespace(&client, "copies-taken", &[(LABEL, "yes")]).await;
+    let theirs = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(COPY.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(COPY_KEY.into(), "theirs".into())])),
+        ..ConfigMap::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), &taken)
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("create the foreign ConfigMap");
+
+    // Every namespace watched: the selector can be evaluated.
+    let operator = Operator::start_with(
+        ["run", "--metrics-addr", "127.0.0.1:0"]
+            .map(String::from)
+            .to_vec(),
+        vec![],
+    );
+    let cache = 4;
+    let spec = json!({"algorithm": "ES256", "rotationInterval": "16s", "publishLead": "6s",
+        "propagationDelay": "1s", "verifierCacheTTL": format!("{cache}s"), "tokenTTL": "10s",
+        "clockSkew": "1s", "jwks": {"copies": {"configMapName": COPY, "key": COPY_KEY,
+        "namespaces": [named], "namespaceSelector": {"matchLabels": {LABEL: "yes"}}}}});
+    apply_set(&client, &home, "api", spec).await;
+
+    // Copies by name and by label hold the JWKS as the set's own ConfigMap publishes it.
+    for ns in [&named, &selected] {
+        eventually(&format!("the copy in {ns}"), DEADLINE, || async {
+            let source = document(&client, &home, "api-jwks", "jwks.json").await?;
+            let copy = document(&client, ns, COPY, COPY_KEY).await?;
+            (copy == source && !kids(&copy).is_empty()).then_some(())
+        })
+        .await;
+    }
+    // Someone else's ConfigMap of that name is left as it is, and reported.
+    let (status, reason, message) = eventually("CopiesReady=False", DEADLINE, || async {
+        copies_ready(&client, &home)
+            .await
+            .filter(|c| c.0 == "False")
+    })
+    .await;
+    assert_eq!(reason, "CopyConflict", "{status} {message}");
+    assert!(message.contains(&taken), "{message}");
+    let kept = document(&client, &taken, COPY, COPY_KEY).await;
+    assert_eq!(
+        kept.as_deref(),
+        Some("theirs"),
+        "the foreign ConfigMap was written"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &home);
+    let reported = events.list(&ListParams::default()).await.expect("events");
+    assert!(
+        reported
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("CopyConflict")),
+        "no CopyConflict Event"
+    );
+
+    // Two rotations: a token every 200 ms signed with the Secret's key, verified against the
+    // copy in `named`; and every version of the Secret and the copies watched, to show that a
+    // pending key is recorded published only after every copy carries it (the copies are
+    // written in the same write as the set's ConfigMap).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &home);
+    let manifests = record(secrets.clone(), "api-signing-keys", published_pending);
+    let copies = [&named, &selected].map(|ns| {
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        (ns.clone(), record(maps, COPY, copy_kids))
+    });
+    let file = std::env::temp_dir().join(format!("copies-{}.jwks.json", std::process::id()));
+    let mut verifier = FileVerifier::start(&file, cache);
+    let mut token = eventually("the first key to sign", DEADLINE, || async {
+        sign(&secrets.get_opt("api-signing-keys").await.ok()??)
+    })
+    .await;
+    let (mut verified, mut refused) = (BTreeMap::<String, usize>::new(), Vec::new());
+    let until = Instant::now() + Duration::from_secs(36);
+    while Instant::now() < until {
+        if let Some(copy) = document(&client, &named, COPY, COPY_KEY).await {
+            verifier.mount(&copy);
+        }
+        let verdict = verifier.verify(&token);
+        match verdict.strip_prefix("ok ") {
+            Some(kid) => *verified.entry(kid.to_string()).or_default() += 1,
+            None => refused.push(verdict),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(secret) = secrets.get_opt("api-signing-keys").await.ok().flatten() else {
+            continue;
+        };
+        token = sign(&secret).unwrap_or(token);
+    }
+    let recorded: BTreeMap<String, u64> = {
+        let seen = manifests.lock().expect("the manifests seen");
+        let published = seen
+            .iter()
+            .filter_map(|(rv, kid)| Some((kid.clone()?, *rv)));
+        published.rev().collect()
+    };
+    for (kid, secret_rv) in &recorded {
+        for (ns, copy) in &copies {
+            let copy_rv = first_carrying(copy, kid);
+            assert!(
+                copy_rv.is_some_and(|c| c < *secret_rv),
+                "{kid} recorded published at version {secret_rv} but the copy in {ns} carried it \
+                 only at {copy_rv:?}"
+            );
+        }
+    }
+    let checked: Vec<&String> = recorded.keys().collect();
+    eprintln!(
+        "tokens accepted from the copy, by kid: {verified:?}; pending keys checked: {checked:?}"
+    );
+    assert!(refused.is_empty(), "valid tokens refused: {refused:#?}");
+    assert!(
+        verified.len() >= 2,
+        "fewer than two keys signed: {verified:?}"
+    );
+    assert!(!checked.is_empty(), "no pending key was seen published");
+
+    // A namespace that stops matching loses its copy; the one named keeps it.
+    label_namespace(&client, &selected, [(LABEL, None)]).await;
+    eventually(
+        "the copy to leave the unlabelled namespace",
+        DEADLINE,
+        || async {
+            let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &selected);
+            maps.get_opt(COPY).await.ok()?.is_none().then_some(())
+        },
+    )
+    .await;
+    assert!(document(&client, &named, COPY, COPY_KEY).await.is_some());
+
+    // The set deleted: its copies go with it; the foreign ConfigMap stays.
+    let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), &home);
+    sets.delete("api", &DeleteParams::default())
+        .await
+        .expect("delete the set");
+    eventually("the set and its copies to be gone", DEADLINE, || async {
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &named);
+        let copy_gone = maps.get_opt(COPY).await.ok()?.is_none();
+        let set_gone = sets.get_opt("api").await.ok()?.is_none();
+        (copy_gone && set_gone).then_some(())
+    })
+    .await;
+    let kept = document(&client, &taken, COPY, COPY_KEY).await;
+    assert_eq!(
+        kept.as_deref(),
+        Some("theirs"),
+        "the foreign ConfigMap was touched"
+    );
+    let log = operator.log_text();
+    assert!(
+        !log.contains(" 403"),
+        "the operator was refused a request:\n{log}"
+    );
+}
