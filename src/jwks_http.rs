@@ -57,7 +57,8 @@ pub struct Catalog {
 
 #[derive(Clone)]
 struct Rendered {
-    /// The set's resourceVersion, its ConfigMap, and that ConfigMap's resourceVersion.
+    /// The set, its resourceVersion, its ConfigMap, and that ConfigMap's resourceVersion.
+    set: ObjectRef<JwtKeySet>,
     set_version: Option<String>,
     map: ObjectRef<ConfigMap>,
     map_version: Option<String>,
@@ -303,7 +304,10 @@ impl Catalog {
         } else {
             render(sound_keys(published), JWK_SET_TYPE, max_age)
         });
+        // Documents of deleted sets go when another is rendered (a change, not a request).
+        rendered.retain(|_, r| self.sets.iter().any(|s| s.get(&r.set).is_some()));
         let entry = Rendered {
+            set: ObjectRef::from_obj(set),
             set_version: set.resource_version(),
             map: map_key,
             map_version: map.resource_version(),
@@ -599,6 +603,39 @@ mod tests {
             get(&c, "other.example.com", "/jwks/t/.well-known/jwks.json").status(),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn the_document_of_a_deleted_set_goes_when_another_is_rendered() {
+        let (_, jwks) = one_key_jwks();
+        let http = serde_json::json!({"algorithm": "ES256", "jwks": {"http": {}}});
+        let (a, b) = (
+            set("a", "uid-a", 1_800_000_000, http.clone()),
+            set("b", "uid-b", 1_800_000_000, http),
+        );
+        let (set_store, mut sets) = reflector::store();
+        let (map_store, mut maps) = reflector::store();
+        for s in [&a, &b] {
+            sets.apply_watcher_event(&Event::Apply(s.clone()));
+        }
+        for m in [map("a-jwks", "uid-a", &jwks), map("b-jwks", "uid-b", &jwks)] {
+            maps.apply_watcher_event(&Event::Apply(m));
+        }
+        let c = Catalog {
+            sets: vec![set_store],
+            maps: vec![map_store],
+            listed: watch::Sender::new(true),
+            rendered: Mutex::default(),
+        };
+        for path in ["/jwks/ns/a.json", "/jwks/ns/b.json"] {
+            assert_eq!(get(&c, "h", path).status(), StatusCode::OK);
+        }
+        sets.apply_watcher_event(&Event::Delete(a));
+        // b's ConfigMap changes (another resourceVersion): b is rendered again.
+        maps.apply_watcher_event(&Event::Apply(map("b-jwks", "uid-b", "{\"keys\":[]}")));
+        assert_eq!(get(&c, "h", "/jwks/ns/b.json").status(), StatusCode::OK);
+        let routes: Vec<String> = c.rendered.lock().unwrap().keys().cloned().collect();
+        assert_eq!(routes, ["ns/b/false"]);
     }
 
     #[test]

@@ -1176,6 +1176,7 @@ async fn namespaced_mode_install() {
     let b = apply_example(&admin, &team_b, "hs256.yaml").await;
     wait_ready(&admin, &team_a, &a, &operator).await;
     wait_ready(&admin, &team_b, &b, &operator).await;
+    copies_stay_in_the_watched_namespaces(&admin, &as_operator, [&team_a, &team_b, &outside]).await;
     assert_never_forbidden(&operator);
     // By now the operator has long seen everything it watches: the outside set, created
     // first, was never touched.
@@ -1245,6 +1246,54 @@ async fn namespaced_mode_install() {
         );
     }
     let _ = std::fs::remove_file(kubeconfig);
+}
+
+/// A set asking for JWKS copies in a watched namespace, in one outside and by label: namespaced
+/// mode writes the first, never tries the others (its RBAC would refuse them), and says so.
+async fn copies_stay_in_the_watched_namespaces(
+    admin: &Client,
+    as_operator: &Client,
+    [home, watched, outside]: [&String; 3],
+) {
+    let spec = json!({"algorithm": "ES256", "jwks": {"copies": {
+        "namespaces": [watched, outside], "namespaceSelector": {}}}});
+    support::apply_set(admin, home, "copied", spec).await;
+    let sets: Api<JwtKeySet> = Api::namespaced(admin.clone(), home);
+    let (reason, message) = eventually("CopiesReady", Duration::from_secs(60), || async {
+        let status = sets.get_opt("copied").await.ok()??.status?;
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "CopiesReady")?;
+        Some((c.reason.clone(), c.message.clone()))
+    })
+    .await;
+    assert_eq!(reason, "CopyRefused", "{message}");
+    assert!(
+        message.contains(&format!(
+            "{outside} (outside the namespaces this operator watches)"
+        )) && message.contains("namespaceSelector (needs an operator that watches every"),
+        "{message}"
+    );
+    let copy = Api::<ConfigMap>::namespaced(admin.clone(), watched)
+        .get_opt("copied-jwks")
+        .await
+        .unwrap();
+    assert!(copy.is_some(), "no copy in the watched namespace {watched}");
+    let absent = Api::<ConfigMap>::namespaced(admin.clone(), outside)
+        .get_opt("copied-jwks")
+        .await
+        .unwrap();
+    assert!(absent.is_none(), "a copy outside the watched namespaces");
+    assert_forbidden(
+        "create a ConfigMap outside the watched namespaces",
+        Api::<ConfigMap>::namespaced(as_operator.clone(), outside)
+            .create(
+                &PostParams::default(),
+                &config_map("copied-jwks", &[(MANAGED_BY_LABEL, MANAGER)]),
+            )
+            .await,
+    );
 }
 
 #[tokio::test]
