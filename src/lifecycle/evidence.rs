@@ -17,7 +17,7 @@
 //! | 5b | A pending key the status does not list, while it lists a key created after its publication, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot, active in the status, or the last active key this process stored) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
-//! | 7b | With no active record that can sign (material left), a retired or pending record of the key in the signing slot (not revoked; named active or pending by the status, recovered, activated by its record and unknown to the status, or the status lost), or else of the key the status names active whose material survives, or else of a slot key the status knows that is still published and not expired, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
+//! | 7b | With no active record that can sign (material left), a retired or pending record of the key in the signing slot (not revoked; named active or pending by the status, active in the manifest this process last stored, recovered, activated by its record and unknown to the status, or the status lost), or else of the key the status names active whose material survives, or else of a slot key the status knows that is still published and not expired, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
 //! | 7c | An active record whose key is not in the signing slot and that the status does not name active, while the slot holds another key 7b vouches for, is wrong: it goes back to pending when the status says so, else retires now, and the slot's key signs on (7b) | the operator activates a key in the same write that puts it in the signing slot; an edited state must not make a key sign before its lead |
 //! | 8 | A retired key with no public JWK left anywhere cannot be published and is dropped; keys with material are never dropped here | only expiry, revocation or loss of every encoding removes a key |
 //! | 9 | A manifest of a newer version blocks: nothing is written | never destroy what a newer operator wrote |
@@ -444,11 +444,16 @@ impl<'e> Weighing<'e> {
 
     /// The key in the signing slot that may sign on (rule 7b): of the set, not active, not
     /// revoked, and named active or pending by the status (pending: the status lags the
-    /// activation that put it there), or recovered (rule 2: a status that lags never knew
-    /// it), or activated by its record and unknown to the status, or the status is lost. A
-    /// key the status remembers as retired was taken out of signing by the operator.
+    /// activation that put it there), or active in the manifest this process last stored, or
+    /// recovered (rule 2: a status that lags never knew it), or activated by its record and
+    /// unknown to the status, or the status is lost. A key the status remembers as retired
+    /// was taken out of signing by the operator, unless this process made it sign again since
+    /// (rule 7b itself, after a restore): the manifest it stored last is its latest word, and
+    /// a status whose write was refused since is older.
     fn slot_key_vouched(&self, policy: &Policy) -> Option<String> {
         let memory = &self.evidence.memory;
+        let stored_active =
+            |kid: &str| self.evidence.stored.states.get(kid) == Some(&KeyState::Active);
         // A key the status never listed, whose record says it was activated, created after
         // the oldest key the status knows: the status is older than that activation (its
         // writes failing), not a witness against it. One created before was forgotten (rule
@@ -469,6 +474,7 @@ impl<'e> Weighing<'e> {
                         || self
                             .status_state(&r.kid)
                             .is_some_and(|s| s != KeyState::Retired)
+                        || stored_active(&r.kid)
                         || self.recovered.contains(&r.kid)
                         || activated_since_status(r))
             })

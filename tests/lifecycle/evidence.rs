@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use jwt_key_rotator::keys::{Algorithm, Jwks, RsaKeySize};
 use jwt_key_rotator::lifecycle::{
     Blocked, Cluster, Evidence, Finding, KeyRecord, KeyState, MAX_KEYS, Manifest, ManifestRead,
-    NewKey, ObjectNames, WrittenNames, converge, moved, weigh,
+    NewKey, ObjectNames, Transition, WrittenNames, converge, moved, weigh,
 };
 
 use super::{Minter, all_kids, evidence, policy, settle, settle_from, t};
@@ -351,6 +351,55 @@ fn a_status_older_than_the_slot_key_is_no_witness_against_it() {
     )
     .unwrap();
     assert_eq!(state(&w.manifest, &active), Some(KeyState::Active));
+}
+
+#[test]
+fn a_key_this_process_made_sign_again_signs_on_while_the_status_still_says_retired() {
+    let mut minter = Minter::default();
+    let (m, [retired, active, pending]) = rotated(&mut minter);
+    // The status saw the rotation (`retired` retired, `active` signing); then its writes were
+    // refused and both objects restored to before it: `active`'s material is gone everywhere,
+    // and this process made `retired`, still in the slot and published, sign on (rule 7b) and
+    // stored it active, with a new pending key. The status still says `retired` retired.
+    let mut stored = m.clone();
+    for k in stored.keys.iter_mut() {
+        if k.kid == retired {
+            k.state = KeyState::Active;
+            k.retired_at = None;
+            k.expires_at = None;
+        } else if k.kid == active {
+            k.state = KeyState::Retired;
+            k.retired_at = Some(t(181));
+        }
+    }
+    // The Secret holds that manifest (`active`'s material is in none of its files), verifiers
+    // all three keys; the status lists the rotation it saw, not the new key.
+    let mut e = evidence(&stored, &all_kids(&stored));
+    e.memory = m
+        .keys
+        .iter()
+        .filter(|k| k.kid != pending)
+        .cloned()
+        .collect();
+    e.own_manifest = true;
+    e.stored.states = stored
+        .keys
+        .iter()
+        .map(|k| (k.kid.clone(), k.state))
+        .collect();
+    let w = weigh(&e, &quick(), t(182)).unwrap();
+    // The manifest this process stored last is its latest word: `retired` signs on, and the
+    // pending key waits its lead rather than sign at once in its place.
+    assert_eq!(state(&w.manifest, &retired), Some(KeyState::Active));
+    assert_eq!(state(&w.manifest, &pending), Some(KeyState::Pending));
+    let (plan, transitions) = settle_from(&quick(), &e, t(182), &mut minter);
+    assert_eq!(plan.manifest.active().map(|k| &k.kid), Some(&retired));
+    assert!(
+        !transitions
+            .iter()
+            .any(|t| matches!(t, Transition::Activated { .. })),
+        "{transitions:?}"
+    );
 }
 
 #[test]
