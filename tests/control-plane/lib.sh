@@ -72,7 +72,8 @@ cp_dir() {
 cp_bin() {
   local component
   for component in "${CP_COMPONENTS[@]}"; do
-    if cp_binaries "$component" | grep -qx -- "$1"; then
+    # Not `| grep -q`: under pipefail, grep's early exit can fail the pipeline (SIGPIPE).
+    if grep -qx -- "$1" <<<"$(cp_binaries "$component")"; then
       echo "$(cp_dir "$component")/bin/$1"
       return 0
     fi

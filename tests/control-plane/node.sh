@@ -116,7 +116,10 @@ for archive in "$IMAGES"/*.tar; do
   ref="$(cat "${archive%.tar}.ref")"
   "${CTR[@]}" images import --base-name "${ref%:*}" "$archive" >>"$NODE/images.log" 2>&1 \
     || { tail -n 20 "$NODE/images.log" >&2; cp_die "importing $archive as $ref failed"; }
-  "${CTR[@]}" images ls -q | grep -qxF "$ref" || cp_die "$archive did not import as $ref"
+  # The list is read whole before it is searched: with pipefail, `ctr ... | grep -q` fails
+  # whenever grep's early exit cuts ctr off mid-list (SIGPIPE), an import that did succeed.
+  listed="$("${CTR[@]}" images ls -q)"
+  grep -qxF "$ref" <<<"$listed" || cp_die "$archive did not import as $ref"
 done
 : >"$NODE/images-imported"
 

@@ -149,6 +149,16 @@ fail_with_log() {  # NAME MESSAGE
   echo "----- last lines of $DIR/$1.log -----" >&2
   tail -n 30 "$DIR/$1.log" >&2 || true
   echo "-----" >&2
+  # A node that died takes its network namespace, and the veth the API server listens on,
+  # with it: the API server's failure to bind then hides the node's own.
+  if [ "$1" != node ] && [ -n "${NODE_PID:-}" ] && ! cp_alive "$NODE_PID"; then
+    echo "----- the node (node.sh) died: last lines of $DIR/node.log and its components' -----" >&2
+    tail -n 30 "$DIR/node.log" >&2 || true
+    for log in "$DIR"/node/*.log; do
+      [ -e "$log" ] && { echo "-- $log" >&2; tail -n 15 "$log" >&2; }
+    done
+    echo "-----" >&2
+  fi
   cp_die "$2"
 }
 
@@ -226,8 +236,11 @@ start_node_namespaces() {
   mkdir -p "$CP_CACHE"
   (
     flock 8
+    addresses="$(ip -4 -o addr show)"
     for n in $(shuf -i 1-254); do
-      ip -4 -o addr show | grep -q " $CP_LINK_PREFIX\.$n\.[0-9]*/" && continue
+      # Not `| grep -q`: under pipefail, grep's early exit can fail the pipeline (SIGPIPE),
+      # and a /30 in use would look free.
+      grep -q " $CP_LINK_PREFIX\.$n\.[0-9]*/" <<<"$addresses" && continue
       ip link add "$VETH" type veth peer name eth0 netns "$NODE_PID" &&
         ip addr add "$CP_LINK_PREFIX.$n.1/30" dev "$VETH" &&
         ip link set "$VETH" up &&
