@@ -282,7 +282,9 @@ impl Catalog {
         }
         rendered.remove(&route);
         let valid = set.validate().ok()?;
-        if valid.policy.algorithm.is_symmetric() {
+        // A set switched to HS* keeps serving the public keys its ConfigMap still publishes
+        // (they verify tokens until they expire); it has nothing to discover.
+        if discovery && valid.policy.algorithm.is_symmetric() {
             return None;
         }
         let map_key = ObjectRef::new(&valid.config_map_name).within(&namespace);
@@ -601,6 +603,28 @@ mod tests {
         assert!(body.contains(key.kid()), "the oldest set's keys: {body}");
         assert_eq!(
             get(&c, "other.example.com", "/jwks/t/.well-known/jwks.json").status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn a_set_switched_to_hmac_serves_the_public_keys_its_config_map_still_publishes() {
+        let (key, jwks) = one_key_jwks();
+        let spec = serde_json::json!({"algorithm": "HS256",
+            "jwks": {"http": {"issuer": "https://auth.example.com"}}});
+        let switched = set("a", "uid-a", 1_800_000_000, spec.clone());
+        let c = catalog(vec![switched], vec![map("a-jwks", "uid-a", &jwks)]);
+        let r = get(&c, "h", "/jwks/ns/a.json");
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(r.into_body()));
+        let body = String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(body.contains(key.kid()), "{body}");
+        let discovery = get(&c, "auth.example.com", "/.well-known/openid-configuration");
+        assert_eq!(discovery.status(), StatusCode::NOT_FOUND);
+        // An HS* set that never published public keys has no ConfigMap: nothing is served.
+        let c = catalog(vec![set("a", "uid-a", 1_800_000_000, spec)], vec![]);
+        assert_eq!(
+            get(&c, "h", "/jwks/ns/a.json").status(),
             StatusCode::NOT_FOUND
         );
     }

@@ -1016,11 +1016,13 @@ async fn cluster_mode_install() {
             .delete(&format!("{name}-signing-keys"), &DeleteParams::default())
             .await,
     );
+    // ConfigMaps it may delete (a JWKS copy no longer wanted), but only its own: the admission
+    // policy refuses the rest, as RBAC cannot select by label.
     let maps: Api<ConfigMap> = Api::namespaced(as_operator.clone(), &keys_ns);
-    assert_forbidden(
-        "delete the JWKS ConfigMap",
-        maps.delete(&format!("{name}-jwks"), &DeleteParams::default())
-            .await,
+    assert_refused_by_policy(
+        "delete a foreign ConfigMap",
+        "may update or delete only its own",
+        maps.delete("foreign", &DeleteParams::default()).await,
     );
     let sets: Api<JwtKeySet> = Api::namespaced(as_operator.clone(), &keys_ns);
     assert_forbidden("get a JwtKeySet", sets.get(&name).await);
@@ -1034,11 +1036,12 @@ async fn cluster_mode_install() {
             .list(&ListParams::default())
             .await,
     );
+    // Namespaces: listed and watched (their labels, for copies by selector), nothing else.
+    let namespaces = Api::<Namespace>::all(as_operator.clone());
+    assert_forbidden("get a Namespace", namespaces.get(&keys_ns).await);
     assert_forbidden(
-        "list Namespaces",
-        Api::<Namespace>::all(as_operator.clone())
-            .list(&ListParams::default())
-            .await,
+        "delete a Namespace",
+        namespaces.delete(&keys_ns, &DeleteParams::default()).await,
     );
     assert_forbidden(
         "list ClusterRoles",

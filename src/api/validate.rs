@@ -358,7 +358,8 @@ impl JwtKeySet {
                 verifier_cache_ttl,
                 revoked_kids,
                 rotation_request: self.annotations().get(ROTATE_ANNOTATION).cloned(),
-                served_over_http: http.is_some() && !spec.algorithm.is_symmetric(),
+                // HS* too: a set switched to it is served while its old public keys are.
+                served_over_http: http.is_some(),
             },
             secret_name,
             config_map_name,
