@@ -592,6 +592,9 @@ impl<'a> KubeObjects<'a> {
     /// After the core's pass: copies its writes did not touch (a namespace newly selected, a
     /// copy edited or deleted by hand) are written, and copies no longer wanted withdrawn.
     async fn settle_copies(&mut self) -> Result<(), Error> {
+        if self.copies.is_none() && !holds_copies_finalizer(self.set) {
+            return Ok(());
+        }
         let document = self.document();
         if let Some(copies) = self.copies.as_mut() {
             match &document {
@@ -680,10 +683,16 @@ fn wanted_finalizers(ctx: &Context, set: &JwtKeySet) -> Vec<&'static str> {
     if set.spec.deletion_policy == DeletionPolicy::Retain {
         wanted.push(RETAIN_FINALIZER);
     }
-    if set.spec.jwks.copies.is_some() || copies::any(ctx, set) {
+    if set.spec.jwks.copies.is_some() || (holds_copies_finalizer(set) && copies::any(ctx, set)) {
         wanted.push(COPIES_FINALIZER);
     }
     wanted
+}
+
+/// Copies are written only while this finalizer is held: without it, a set has none, and no
+/// pass looks for them (a scan of every cached ConfigMap).
+fn holds_copies_finalizer(set: &JwtKeySet) -> bool {
+    set.finalizers().iter().any(|f| f == COPIES_FINALIZER)
 }
 
 /// Adds or removes our finalizers as `wanted_finalizers` says. Whether it patched.
