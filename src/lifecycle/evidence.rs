@@ -17,7 +17,7 @@
 //! | 5b | A pending key the status does not list, while it lists a key created after its publication, waits a full `publishLead` from now | a restored copy brings back a key the operator took out of the document; verifiers may have dropped it |
 //! | 6 | A key signers may be using (in the Secret's signing slot, active in the status, or the last active key this process stored) that is not the active key retires no earlier than the write that takes it out of the slot | a pod signs with what it mounts; a restored manifest's old retirement does not undo the signing the status saw |
 //! | 7 | Of two active keys, the one that may sign (not revoked, material left) stays active, then the one `status.keys` names, then the one in the signing slot, then the latest activated; the other retires now | exactly one key signs, and neither is dropped |
-//! | 7b | With no active record that can sign (material left), a retired or pending record of the key in the signing slot (not revoked; named active or pending by the status, active in the manifest this process last stored, recovered, activated by its record and unknown to the status, or the status lost), or else of the key the status names active whose material survives, or else of a slot key the status knows that is still published and not expired, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
+//! | 7b | With no active record that can sign (material left, not revoked), a retired or pending record of the key in the signing slot (not revoked; named active or pending by the status, active in the manifest this process last stored, recovered, activated by its record and unknown to the status, or the status lost), or else of the key the status names active whose material survives, or else of a slot key the status knows that is still published and not expired, is wrong and it signs on | the operator never retires a key without naming its successor in the same write; an edited state must not make an unseen key sign |
 //! | 7c | An active record whose key is not in the signing slot and that the status does not name active, while the slot holds another key 7b vouches for, is wrong: it goes back to pending when the status says so, else retires now, and the slot's key signs on (7b) | the operator activates a key in the same write that puts it in the signing slot; an edited state must not make a key sign before its lead |
 //! | 8 | A retired key with no public JWK left anywhere cannot be published and is dropped; keys with material are never dropped here | only expiry, revocation or loss of every encoding removes a key |
 //! | 9 | A manifest of a newer version blocks: nothing is written | never destroy what a newer operator wrote |
@@ -579,9 +579,12 @@ impl<'e> Weighing<'e> {
     /// key nobody has seen sign at once in its place. A key the status forgot (rule 3b) or
     /// remembers as retired stays retired.
     fn signing_key_signs_on(&mut self, policy: &Policy) {
-        // An active record whose key has no material left cannot sign: the slot's key is
-        // better than a fresh one that signs at once (rule 7 then retires the other).
-        let can_sign = |r: &KeyRecord| self.found.contains_key(r.kid.as_str());
+        // An active record whose key has no material left, or is revoked (a restored copy
+        // brings back a revoked key as active), cannot sign: the slot's key or the status's
+        // active key is better than a fresh one that signs at once (rule 7 retires the other).
+        let can_sign = |r: &KeyRecord| {
+            self.found.contains_key(r.kid.as_str()) && !policy.revoked_kids.contains(&r.kid)
+        };
         if self
             .records
             .values()

@@ -828,3 +828,45 @@ fn at_the_key_limit_no_key_is_generated_and_the_rotation_waits() {
     assert!(transitions.is_empty(), "{transitions:?}");
     assert_eq!(p.wake_at, t(1000), "the first expiry frees a place");
 }
+
+#[test]
+fn a_revoked_key_a_restored_copy_brings_back_active_does_not_unseat_the_status_active_key() {
+    let hs = || policy(Algorithm::HS256, 100, 20, 5, 90, 2);
+    let mut minter = Minter::default();
+    let (p, _) = settle(&hs(), &Manifest::empty(), t(0), &mut minter);
+    let (p, _) = settle(&hs(), &p.manifest, t(80), &mut minter);
+    let (p, _) = settle(&hs(), &p.manifest, t(100), &mut minter);
+    let (p, _) = settle(&hs(), &p.manifest, t(180), &mut minter);
+    let m = p.manifest;
+    let [retired, active, pending] = [0, 1, 2].map(|i| m.keys[i].kid.clone());
+    assert_eq!(state(&m, &active), Some(KeyState::Active));
+    // Since: `active` was revoked (and forgotten), and the operator made `retired`, whose
+    // symmetric material survives in the verification set, the signing key again. The status
+    // says so. Then a backup restores the Secret from before: `active` is back, active, in the
+    // slot; `retired` retired.
+    let mut policy = hs();
+    policy.revoked_kids.insert(active.clone());
+    let mut e = evidence(&m, &all_kids(&m));
+    e.memory = m
+        .keys
+        .iter()
+        .filter(|k| k.kid != active)
+        .cloned()
+        .map(|mut k| {
+            if k.kid == retired {
+                k.state = KeyState::Active;
+                k.retired_at = None;
+                k.expires_at = None;
+            }
+            k
+        })
+        .collect();
+    let w = weigh(&e, &policy, t(182)).unwrap();
+    // A revoked key cannot sign: it is no active key to keep, and the key the status names
+    // active, its material left, signs on; no fresh key signs without its lead.
+    assert_eq!(state(&w.manifest, &retired), Some(KeyState::Active));
+    assert_ne!(state(&w.manifest, &active), Some(KeyState::Active));
+    assert_eq!(state(&w.manifest, &pending), Some(KeyState::Pending));
+    let (plan, _) = settle_from(&policy, &e, t(182), &mut minter);
+    assert_eq!(plan.manifest.active().map(|k| &k.kid), Some(&retired));
+}

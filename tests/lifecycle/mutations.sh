@@ -64,6 +64,7 @@ ev-7-one-active | src/lifecycle/evidence.rs | fn one_active(&mut self, policy: &
 ev-7b-pending-in-slot | src/lifecycle/evidence.rs | r.state != KeyState::Active\n                    && self.signing.contains | r.state == KeyState::Retired\n                    && self.signing.contains
 ev-7b-signing-key-signs-on | src/lifecycle/evidence.rs | fn signing_key_signs_on(&mut self, policy: &Policy) {\n | fn signing_key_signs_on(&mut self, policy: &Policy) {\n        return;\n
 ev-7b-stored-active-slot-key | src/lifecycle/evidence.rs | || stored_active(&r.kid) | || (false && stored_active(&r.kid))
+ev-7b-revoked-active-cannot-sign | src/lifecycle/evidence.rs | self.found.contains_key(r.kid.as_str()) && !policy.revoked_kids.contains(&r.kid) | self.found.contains_key(r.kid.as_str())
 ev-7b-status-active-with-material | src/lifecycle/evidence.rs | fn status_active_with_material(&self, policy: &Policy) -> Option<String> {\n | fn status_active_with_material(&self, policy: &Policy) -> Option<String> {\n        return None;\n
 ev-7b-slot-key-still-published | src/lifecycle/evidence.rs | .or_else(|| self.slot_key_still_published(policy)) | .or_else(|| None)
 ev-7c-unconfirmed-activation-steps-back | src/lifecycle/evidence.rs | fn unconfirmed_activation_steps_back(&mut self, policy: &Policy) {\n | fn unconfirmed_activation_steps_back(&mut self, policy: &Policy) {\n        return;\n
