@@ -89,15 +89,10 @@ where
 
     /// `Some(answer)` when the cache can answer; `None` when the server must be asked.
     fn cached(&self, ns: &str, name: &str, absent: Absent) -> Option<Option<K>> {
-        let key = ObjectRef::new(name).within(ns);
-        let ready = self
-            .stores
-            .iter()
-            .all(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))));
-        if !ready {
+        if !self.ready() {
             return None;
         }
-        let cached = self.stores.iter().find_map(|s| s.get(&key));
+        let cached = self.peek(ns, name);
         let written = self
             .written
             .lock()
@@ -113,6 +108,19 @@ where
                 Some(Some(Arc::unwrap_or_clone(object)))
             }
         }
+    }
+
+    /// Whether every store has listed: before that, a missing object may exist.
+    pub fn ready(&self) -> bool {
+        self.stores
+            .iter()
+            .all(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))))
+    }
+
+    /// The cached object `ns/name`, without asking the API server.
+    pub fn peek(&self, ns: &str, name: &str) -> Option<Arc<K>> {
+        let key = ObjectRef::new(name).within(ns);
+        self.stores.iter().find_map(|s| s.get(&key))
     }
 
     /// Every cached object `keep` wants (the caches hold only objects carrying our label).

@@ -2,13 +2,20 @@
 //! namespaces get one, writing them with the JWKS, withdrawing them, and what is reported.
 //!
 //! A copy is written right after the JWKS ConfigMap, in the same write of the core
-//! (`ObjectApi::put_jwks`): the core stamps a key's publication when that write returns, so
-//! `publishLead` counts from the moment the last copy carries the key. A copy is never read
-//! as evidence: the set's own ConfigMap is; a copy edited by hand is written again.
+//! (`ObjectApi::put_jwks`), and that write fails unless every copy that can be written was:
+//! the core stamps a key's publication when it returns, so `publishLead` counts from the
+//! moment the last copy carries the key. A copy that exists is evidence of what verifiers in
+//! its namespace hold: a key it lacks is not published for them (the shell narrows the
+//! published keys to what every copy carries, and writes them again), so a copy write that
+//! failed after the set's own ConfigMap took a key holds that key's lead back.
+//!
+//! A JwtKeySet is a tenant's object: in cluster mode a namespace receives copies only when it
+//! says so (`ACCEPT_LABEL`), so that no set can write into a namespace it merely names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
@@ -20,6 +27,8 @@ use crate::api::{JwtKeySet, ValidCopies};
 use crate::cache::{Absent, Freshness};
 use crate::reconcile::{Context, Error, MANAGED_BY_LABEL, MANAGER, conflict_or, labels};
 
+/// The label by which a namespace accepts JWKS copies (cluster mode): `"true"`.
+pub const ACCEPT_LABEL: &str = "jwt.keyrotator.dev/accept-jwks-copies";
 /// On a copy: the set it copies, as `<namespace>/<name>`.
 pub const COPY_OF_ANNOTATION: &str = "jwt.keyrotator.dev/copy-of";
 /// Held while a set has (or asks for) copies: they are in other namespaces, where an owner
@@ -42,8 +51,15 @@ pub enum Problem {
     Foreign,
     /// Outside the namespaces this operator watches (namespaced mode): never written.
     NotWatched,
-    /// The API server refused the write (RBAC, a namespace missing or being deleted).
-    Refused(String),
+    /// The namespace does not carry `ACCEPT_LABEL` (cluster mode): never written.
+    NotAccepted,
+    /// No such namespace.
+    Missing,
+    /// The API server refused the write (RBAC, a namespace being deleted, a policy).
+    Refused,
+    /// The write failed (an error the API server may not repeat): retried, and until it
+    /// succeeds no key this copy lacks counts as published.
+    Failed(String),
 }
 
 /// The copies of one set in one pass: where they go, and what happened there.
@@ -55,13 +71,16 @@ pub struct Copies {
     pub problems: BTreeMap<String, Problem>,
     /// A selector asked for in namespaced mode, where it cannot be evaluated.
     pub selector_ignored: bool,
+    /// The namespaces have not been listed yet (a replica just started): nothing is written or
+    /// withdrawn.
+    pub unsure: bool,
 }
 
 impl Copies {
     /// Where the copies of a set in `own_ns`, whose JWKS ConfigMap is `source`, go.
     pub fn plan(spec: &ValidCopies, own_ns: &str, source: &str, scope: &Scope) -> Copies {
         let mut wanted: BTreeSet<String> = spec.namespaces.clone();
-        let mut selector_ignored = false;
+        let (mut selector_ignored, mut unsure) = (false, false);
         if let Some(selector) = &spec.selector {
             match scope {
                 Scope::All(namespaces) => wanted.extend(selected(namespaces, selector)),
@@ -73,39 +92,88 @@ impl Copies {
             wanted.remove(own_ns);
         }
         let mut problems = BTreeMap::new();
-        if let Scope::Only(watched) = scope {
-            for ns in wanted.iter().filter(|ns| !watched.contains(*ns)) {
-                problems.insert(ns.clone(), Problem::NotWatched);
+        match scope {
+            Scope::Only(watched) => {
+                for ns in wanted.iter().filter(|ns| !watched.contains(*ns)) {
+                    problems.insert(ns.clone(), Problem::NotWatched);
+                }
+                wanted.retain(|ns| watched.contains(ns));
             }
-            wanted.retain(|ns| watched.contains(ns));
+            Scope::All(namespaces) if !listed(namespaces) => unsure = true,
+            Scope::All(namespaces) => {
+                for ns in &wanted {
+                    match namespaces.get(&ObjectRef::new(ns)) {
+                        None => problems.insert(ns.clone(), Problem::Missing),
+                        Some(meta) if !accepts(&meta) => {
+                            problems.insert(ns.clone(), Problem::NotAccepted)
+                        }
+                        Some(_) => None,
+                    };
+                }
+                wanted.retain(|ns| !problems.contains_key(ns));
+            }
         }
         Copies {
             spec: spec.clone(),
             targets: wanted,
             problems,
             selector_ignored,
+            unsure,
         }
     }
 
+    /// The copies of `set` that exist in the target namespaces (as the cache holds them).
+    pub fn existing(&self, ctx: &Context, set: &JwtKeySet) -> Vec<Arc<ConfigMap>> {
+        let name = &self.spec.config_map_name;
+        let copies = self.targets.iter();
+        let cached = copies.filter_map(|ns| ctx.caches.config_maps.peek(ns, name));
+        cached.filter(|m| is_copy_of(&m.metadata, set)).collect()
+    }
+
+    /// Whether a copy in `ns` named `name` is still wanted, or may be (a namespace with a
+    /// problem keeps the copy it has: a stale JWKS beats none).
+    pub fn keeps(&self, ns: &str, name: &str) -> bool {
+        let asked = self.targets.contains(ns) || self.problems.contains_key(ns);
+        self.unsure || (asked && self.spec.config_map_name == name)
+    }
+
     /// Writes `document` to every target whose copy differs (none in a steady state).
+    /// Every target is tried; then the first failure is returned (a conflict first, so that the
+    /// pass is retried from a fresh read), so that no key counts as published while a copy
+    /// that could be written lacks it.
     pub async fn write(
         &mut self,
         ctx: &Context,
         set: &JwtKeySet,
         document: &str,
     ) -> Result<u32, Error> {
-        let mut writes = 0;
+        if self.unsure {
+            return Err(Error::NotListed);
+        }
+        let (mut writes, mut failed, mut conflict) = (0, None, None);
         for ns in self.targets.clone() {
-            match put_copy(ctx, set, &ns, &self.spec, document).await? {
-                Written::Unchanged => {}
-                Written::Wrote => writes += 1,
-                Written::Not(problem) => {
+            match put_copy(ctx, set, &ns, &self.spec, document).await {
+                Ok(Written::Unchanged) => {}
+                Ok(Written::Wrote) => writes += 1,
+                Ok(Written::Not(problem)) => {
                     self.problems.insert(ns.clone(), problem);
                     self.targets.remove(&ns);
                 }
+                Err(e @ Error::Conflict(_)) => conflict = Some(e),
+                Err(e) => {
+                    self.problems
+                        .insert(ns.clone(), Problem::Failed(failure(&e)));
+                    failed.get_or_insert(Error::Copy {
+                        namespace: ns.clone(),
+                        source: Box::new(e),
+                    });
+                }
             }
         }
-        Ok(writes)
+        match conflict.or(failed) {
+            Some(e) => Err(e),
+            None => Ok(writes),
+        }
     }
 
     /// The namespaces that hold a current copy.
@@ -114,13 +182,32 @@ impl Copies {
     }
 }
 
-/// Namespaces whose labels `selector` matches, but not those being deleted.
+fn listed(namespaces: &Store<PartialObjectMeta<Namespace>>) -> bool {
+    matches!(namespaces.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
+fn accepts(namespace: &PartialObjectMeta<Namespace>) -> bool {
+    namespace.labels().get(ACCEPT_LABEL).map(String::as_str) == Some("true")
+}
+
+/// What a failed copy write says in the status: the API server's reason and code, never its
+/// message (which may name what a tenant should not learn).
+fn failure(e: &Error) -> String {
+    match e {
+        Error::Kube(kube::Error::Api(s)) => format!("{} ({})", s.reason, s.code),
+        Error::NotLeader(_) => "not the leader".into(),
+        _ => "no answer from the API server".into(),
+    }
+}
+
+/// Namespaces whose labels `selector` matches and that accept copies, but not those being
+/// deleted.
 fn selected(namespaces: &Store<PartialObjectMeta<Namespace>>, selector: &Selector) -> Vec<String> {
     namespaces
         .state()
         .iter()
         .filter(|ns| ns.metadata.deletion_timestamp.is_none())
-        .filter(|ns| selector.matches(&ns.labels().clone()))
+        .filter(|ns| accepts(ns) && selector.matches(&ns.labels().clone()))
         .map(|ns| ns.name_any())
         .collect()
 }
@@ -215,8 +302,8 @@ async fn put_copy(
             ctx.caches.config_maps.wrote(&map);
             Ok(Written::Wrote)
         }
-        // Created over one the cache does not hold: someone else's, or ours with our label
-        // removed by hand (then it is repaired).
+        // Created over one the cache does not hold: someone else's, or ours whose label was
+        // removed by hand, which no longer reads as ours (`is_copy_of`): both are reported.
         Err(kube::Error::Api(s)) if s.code == 409 && existing.is_none() => {
             match api.get_opt(name).await? {
                 Some(map) if is_copy_of(&map.metadata, set) => {
@@ -233,8 +320,14 @@ async fn put_copy(
                 None => Err(Error::Conflict(1)),
             }
         }
-        Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => {
-            Ok(Written::Not(Problem::Refused(s.message)))
+        // A copy refused its creation is reported and holds nothing up: no verifier there
+        // holds an older one. A copy that exists and cannot be updated is a failure (below):
+        // verifiers there hold it, and no key it lacks may count as published.
+        Err(kube::Error::Api(s)) if s.code == 403 && existing.is_none() => {
+            Ok(Written::Not(Problem::Refused))
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 && existing.is_none() => {
+            Ok(Written::Not(Problem::Missing))
         }
         Err(e) => Err(conflict_or(e)),
     }
@@ -330,27 +423,68 @@ mod tests {
         reader
     }
 
+    const ACCEPTS: (&str, &str) = (ACCEPT_LABEL, "true");
+
     #[test]
-    fn names_and_a_selector_add_up_and_a_namespace_being_deleted_is_not_selected() {
+    fn names_and_a_selector_add_up_among_namespaces_that_accept_copies() {
         let all = Scope::All(store(vec![
-            namespace("gw", &[("jwks", "yes")], false),
-            namespace("team-b", &[("jwks", "yes")], false),
-            namespace("leaving", &[("jwks", "yes")], true),
-            namespace("other", &[], false),
+            namespace("gw", &[("jwks", "yes"), ACCEPTS], false),
+            namespace("team-b", &[("jwks", "yes"), ACCEPTS], false),
+            namespace("named", &[ACCEPTS], false),
+            namespace("leaving", &[("jwks", "yes"), ACCEPTS], true),
+            namespace("closed", &[("jwks", "yes")], false),
+            namespace("kube-system", &[], false),
+            namespace("other", &[ACCEPTS], false),
         ]));
         let selector = LabelSelector {
             match_labels: Some(BTreeMap::from([("jwks".into(), "yes".into())])),
             ..LabelSelector::default()
         };
-        let copies = Copies::plan(&spec(&["named"], Some(selector)), "home", "home-jwks", &all);
+        let asked = spec(&["named", "kube-system", "nowhere"], Some(selector));
+        let copies = Copies::plan(&asked, "home", "home-jwks", &all);
         let targets: Vec<&str> = copies.targets.iter().map(String::as_str).collect();
         assert_eq!(targets, ["gw", "named", "team-b"]);
-        assert!(copies.problems.is_empty());
+        assert_eq!(
+            copies.problems.get("kube-system"),
+            Some(&Problem::NotAccepted)
+        );
+        assert_eq!(copies.problems.get("nowhere"), Some(&Problem::Missing));
+        assert_eq!(copies.problems.len(), 2);
+        assert!(!copies.unsure);
+    }
+
+    #[test]
+    fn before_the_namespaces_are_listed_nothing_is_written_and_every_copy_is_kept() {
+        let (reader, _writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let copies = Copies::plan(
+            &spec(&["b"], None),
+            "home",
+            "home-jwks",
+            &Scope::All(reader),
+        );
+        assert!(copies.unsure);
+        assert!(copies.keeps("anywhere", "any-name"));
+    }
+
+    #[test]
+    fn a_copy_is_kept_where_it_is_wanted_or_its_namespace_has_a_problem() {
+        let all = Scope::All(store(vec![
+            namespace("b", &[ACCEPTS], false),
+            namespace("closed", &[], false),
+        ]));
+        let copies = Copies::plan(&spec(&["b", "closed"], None), "home", "home-jwks", &all);
+        assert!(copies.keeps("b", "gateway-jwks"));
+        assert!(copies.keeps("closed", "gateway-jwks"));
+        assert!(!copies.keeps("b", "old-name"));
+        assert!(!copies.keeps("elsewhere", "gateway-jwks"));
     }
 
     #[test]
     fn the_source_itself_is_no_copy_but_another_name_in_its_namespace_is() {
-        let all = Scope::All(store(vec![]));
+        let all = Scope::All(store(vec![
+            namespace("home", &[ACCEPTS], false),
+            namespace("b", &[ACCEPTS], false),
+        ]));
         let copies = Copies::plan(&spec(&["home", "b"], None), "home", "gateway-jwks", &all);
         assert_eq!(copies.targets, BTreeSet::from(["b".to_string()]));
         let copies = Copies::plan(&spec(&["home", "b"], None), "home", "home-jwks", &all);

@@ -44,6 +44,8 @@ const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 /// A pass that saw the set from before our own status write looks again after this long, if
 /// the write's watch event has not started it sooner (it does, as soon as the cache has it).
 const CATCH_UP: Duration = Duration::from_millis(500);
+/// A set whose copies have problems looks again this often.
+const COPY_RETRY: Duration = Duration::from_secs(60);
 /// A pass that ran out of rounds with work due comes back after this long, not at once.
 const UNSETTLED_REQUEUE: Duration = Duration::from_secs(1);
 
@@ -153,6 +155,13 @@ pub enum Error {
     NotLeader(#[from] NotLeader),
     #[error("reconciling panicked (a bug); will retry")]
     Panicked,
+    #[error("copying the JWKS into namespace {namespace}: {source}")]
+    Copy {
+        namespace: String,
+        source: Box<Error>,
+    },
+    #[error("the namespaces are not listed yet; JWKS copies wait")]
+    NotListed,
     /// The keys were written; reporting them (the status) failed. Retried with back-off, but
     /// never later than the next key transition is due: a refused status write must not hold
     /// up the schedule of the keys.
@@ -431,7 +440,17 @@ async fn sync(
     match lifecycle::converge(&mut cluster, &valid.policy, &evidence).await {
         Ok(converged) => {
             cluster.api.settle_copies().await?;
-            let due = requeue_after(&converged, (ctx.clock)());
+            let mut due = requeue_after(&converged, (ctx.clock)());
+            // A namespace created or labelled later, a foreign ConfigMap removed, RBAC fixed:
+            // not all of these start a pass, so look again soon.
+            if cluster
+                .api
+                .copies
+                .as_ref()
+                .is_some_and(|c| !c.problems.is_empty())
+            {
+                due = due.min(COPY_RETRY);
+            }
             let unpublished = lifecycle::unpublished_by_pass(&evidence, &converged.transitions);
             let copies = cluster.api.copies.as_ref();
             match report::converged(set, valid, ctx, &converged, &unpublished, copies).await {
@@ -495,7 +514,11 @@ fn observe<'a>(
         .config_map
         .as_ref()
         .map(|m| m.data.clone().unwrap_or_default());
-    let (evidence, materials) = objects::observe(objects::Read {
+    let copies = valid
+        .copies
+        .as_ref()
+        .map(|c| Copies::plan(c, ns, &valid.config_map_name, &ctx.copy_scope));
+    let (mut evidence, materials) = objects::observe(objects::Read {
         secret: secret_data.as_ref(),
         jwks: jwks_data.as_ref(),
         jwks_key: &valid.jwks_key,
@@ -515,7 +538,12 @@ fn observe<'a>(
     let repair_map = objects.config_map.as_ref().is_some_and(|m| {
         lacks_labels(&m.metadata, set) || m.binary_data.as_ref().is_some_and(|b| !b.is_empty())
     });
-    let api = KubeObjects::new(set, ctx, ns, valid, objects);
+    let source = jwks_data.as_ref().and_then(|d| d.get(&valid.jwks_key));
+    let stale_copies = match (&copies, source) {
+        (Some(c), Some(source)) => narrow_to_copies(&mut evidence, c, ctx, set, source),
+        _ => false,
+    };
+    let api = KubeObjects::new(set, ctx, ns, valid, objects, copies);
     let cluster = SetObjects::new(
         api,
         set_key(set),
@@ -525,8 +553,36 @@ fn observe<'a>(
         materials,
         &ctx.write_memory,
     )
-    .rewrite(repair_secret, repair_map);
+    .rewrite(repair_secret, repair_map || stale_copies);
     (evidence, cluster)
+}
+
+/// A copy that exists is what verifiers in its namespace hold: a key it lacks is not published
+/// for them, whatever the set's own ConfigMap says (a copy write failed after that one took
+/// the key). Narrows the published keys to what every copy carries; whether any copy differs
+/// from the source, and must be written again with the JWKS.
+fn narrow_to_copies(
+    evidence: &mut lifecycle::Evidence,
+    copies: &Copies,
+    ctx: &Context,
+    set: &JwtKeySet,
+    source: &str,
+) -> bool {
+    let mut stale = false;
+    for copy in copies.existing(ctx, set) {
+        let document = copy.data.as_ref().and_then(|d| d.get(&copies.spec.key));
+        stale |= document.map(String::as_str) != Some(source);
+        let carried: Vec<String> = document
+            .map(|d| {
+                crate::layout::read_jwks(d)
+                    .into_iter()
+                    .map(|j| j.kid)
+                    .collect()
+            })
+            .unwrap_or_default();
+        evidence.published.retain(|j| carried.contains(&j.kid));
+    }
+    stale
 }
 
 fn requeue_after(converged: &lifecycle::Converged, now: Timestamp) -> Duration {
@@ -565,6 +621,7 @@ impl<'a> KubeObjects<'a> {
         ns: &'a str,
         valid: &ValidSpec,
         objects: Objects,
+        copies: Option<Copies>,
     ) -> Self {
         KubeObjects {
             set,
@@ -575,10 +632,7 @@ impl<'a> KubeObjects<'a> {
             jwks_key: valid.jwks_key.clone(),
             secret: objects.secret,
             config_map: objects.config_map,
-            copies: valid
-                .copies
-                .as_ref()
-                .map(|c| Copies::plan(c, ns, &valid.config_map_name, &ctx.copy_scope)),
+            copies,
             writes: 0,
         }
     }
@@ -604,9 +658,7 @@ impl<'a> KubeObjects<'a> {
             }
         }
         let copies = self.copies.as_ref();
-        let keep = |ns: &str, name: &str| {
-            copies.is_some_and(|c| c.targets.contains(ns) && c.spec.config_map_name == name)
-        };
+        let keep = |ns: &str, name: &str| copies.is_some_and(|c| c.keeps(ns, name));
         self.writes += copies::withdraw(self.ctx, self.set, keep).await?;
         Ok(())
     }
@@ -683,7 +735,9 @@ fn wanted_finalizers(ctx: &Context, set: &JwtKeySet) -> Vec<&'static str> {
     if set.spec.deletion_policy == DeletionPolicy::Retain {
         wanted.push(RETAIN_FINALIZER);
     }
-    if set.spec.jwks.copies.is_some() || (holds_copies_finalizer(set) && copies::any(ctx, set)) {
+    // An unlisted cache may not show copies that exist: the finalizer stays until it can tell.
+    let may_have_copies = !ctx.caches.config_maps.ready() || copies::any(ctx, set);
+    if set.spec.jwks.copies.is_some() || (holds_copies_finalizer(set) && may_have_copies) {
         wanted.push(COPIES_FINALIZER);
     }
     wanted
@@ -755,6 +809,9 @@ async fn release_on_delete(
     }
     // Retain keeps the copies too: verifiers elsewhere go on reading them.
     if copies && set.spec.deletion_policy != DeletionPolicy::Retain {
+        if !ctx.caches.config_maps.ready() {
+            return Ok(Action::requeue(CATCH_UP));
+        }
         let withdrawn = copies::withdraw(ctx, set, |_, _| false).await?;
         info!(set = %set.name_any(), withdrawn, "JWKS copies withdrawn");
     }

@@ -18,7 +18,7 @@ use crate::api::{
     HistoryEntry, JwtKeySet, JwtKeySetStatus, KeyStatus, RevocationStatus, ValidSpec,
 };
 use crate::audit::{self, Record};
-use crate::copies::{Copies, Problem};
+use crate::copies::{ACCEPT_LABEL, Copies, Problem};
 use crate::lifecycle::{self, Activation, Converged, Finding, Manifest, Moved, Transition};
 use crate::reconcile::{self, Context, Error, MANAGER};
 
@@ -219,7 +219,12 @@ fn copies_condition(set: &JwtKeySet, copies: &Copies, now: Timestamp) -> Conditi
                 format!("{ns} (a ConfigMap {name} there is not a copy of this set: left untouched)")
             }
             Problem::NotWatched => format!("{ns} (outside the namespaces this operator watches)"),
-            Problem::Refused(why) => format!("{ns} (refused: {why})"),
+            Problem::NotAccepted => {
+                format!("{ns} (the namespace does not accept copies: label it {ACCEPT_LABEL}=true)")
+            }
+            Problem::Missing => format!("{ns} (no such namespace)"),
+            Problem::Refused => format!("{ns} (the API server refused the write)"),
+            Problem::Failed(why) => format!("{ns} (the write failed, retried: {why})"),
         })
         .collect();
     if copies.selector_ignored {

@@ -1,6 +1,6 @@
 //! JWKS copies in verifier namespaces (`spec.jwks.copies`) on the real control plane, with the
 //! operator watching every namespace (cluster mode): copies created by name and by namespace
-//! label, carrying a new key before the operator records it published, a foreign ConfigMap of
+//! label in namespaces that accept them (and none in those that do not), carrying a new key before the operator records it published, a foreign ConfigMap of
 //! that name never touched and reported, a namespace that stops matching losing its copy, and
 //! the copies withdrawn with the set. A verifier (PyJWT, reloading its keys on a schedule) reads
 //! the copy in its own namespace as a mounted file and refuses no token across rotations.
@@ -21,7 +21,10 @@ use jsonwebtoken::{EncodingKey, Header};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
+};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -29,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use support::{Operator, apply_set, client, eventually, namespace};
 
 use jwt_key_rotator::api::JwtKeySet;
+use jwt_key_rotator::copies::ACCEPT_LABEL;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const COPY: &str = "verifier-jwks";
@@ -194,13 +198,169 @@ impl Drop for FileVerifier {
     }
 }
 
+/// The kid the Secret's signing slot holds.
+fn signing_kid(secret: &Secret) -> Option<String> {
+    let kid = secret.data.as_ref()?.get("kid")?;
+    Some(String::from_utf8_lossy(&kid.0).trim().to_string())
+}
+
+/// An admission policy refusing every update of a ConfigMap in `ns` (a GitOps guard, a
+/// webhook down): created, and waited on until the API server enforces it.
+async fn refuse_updates(client: &Client, ns: &str) -> [(Api<DynamicObject>, String); 2] {
+    let name = format!("refuse-updates-{ns}");
+    let policy = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+            "matchConstraints": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                    "resources": ["configmaps"], "operations": ["UPDATE"]}]},
+            "validations": [{"expression": "false", "message": "updates refused (test)"}]}});
+    let binding = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]}});
+    let mut made = vec![];
+    for (kind, object) in [
+        ("ValidatingAdmissionPolicy", policy),
+        ("ValidatingAdmissionPolicyBinding", binding),
+    ] {
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            kind,
+        ));
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let object: DynamicObject = serde_json::from_value(object).expect("a policy object");
+        api.create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("create {kind}: {e}"));
+        made.push((api, name.clone()));
+    }
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let probe = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("probe".into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    };
+    maps.create(&PostParams::default(), &probe)
+        .await
+        .expect("create the probe");
+    eventually("the policy to refuse updates", DEADLINE, || async {
+        let mut probe = maps.get("probe").await.ok()?;
+        probe.data = Some(BTreeMap::from([(
+            "at".into(),
+            format!("{:?}", Instant::now()),
+        )]));
+        match maps.replace("probe", &PostParams::default(), &probe).await {
+            // A policy's refusal is 422 Invalid unless it names another reason.
+            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("(test)") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    let [policy, binding]: [(Api<DynamicObject>, String); 2] =
+        made.try_into().expect("two objects");
+    [policy, binding]
+}
+
+/// A copy that exists and cannot be updated holds the next key's publication back: the key is
+/// in the set's own ConfigMap, but it is never recorded published, and never signs, until the
+/// copy carries it; then it is, in that order.
+async fn a_copy_that_cannot_be_updated_holds_the_next_key_back(
+    client: &Client,
+    home: &str,
+    spec: &Value,
+    accepts: (&str, &str),
+) {
+    let blocked = make_namespace(client, "copies-blocked", &[accepts]).await;
+    let mut spec = spec.clone();
+    spec["jwks"]["copies"]["namespaces"] = json!([blocked]);
+    spec["jwks"]["copies"]
+        .as_object_mut()
+        .map(|c| c.remove("namespaceSelector"));
+    apply_set(client, home, "api", spec).await;
+    eventually("the copy in the new namespace", DEADLINE, || async {
+        let source = document(client, home, "api-jwks", "jwks.json").await?;
+        (document(client, &blocked, COPY, COPY_KEY).await? == source).then_some(())
+    })
+    .await;
+    let policy = refuse_updates(client, &blocked).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), home);
+    let signing = signing_kid(&secrets.get("api-signing-keys").await.expect("the Secret"))
+        .expect("a signing key");
+    // The next key, in the set's own ConfigMap but not in the copy that cannot be updated.
+    let held = eventually("a key the refused copy lacks", DEADLINE, || async {
+        let source = kids(&document(client, home, "api-jwks", "jwks.json").await?);
+        let copy = kids(&document(client, &blocked, COPY, COPY_KEY).await?);
+        source.difference(&copy).next().cloned()
+    })
+    .await;
+    // Past the next rotation (16 s): it is never recorded published, the old key signs on.
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        let secret = secrets.get("api-signing-keys").await.expect("the Secret");
+        assert_ne!(
+            published_pending(&secret),
+            Some(held.clone()),
+            "{held} recorded published"
+        );
+        assert_eq!(
+            signing_kid(&secret).as_ref(),
+            Some(&signing),
+            "the signing key changed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Said where people look: the pass fails (and is retried), naming the namespace.
+    let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), home);
+    let set = sets.get("api").await.expect("the set");
+    let ready = set
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Ready");
+    let message = ready.map(|c| c.message.clone()).unwrap_or_default();
+    assert!(
+        message.contains(&format!("copying the JWKS into namespace {blocked}")),
+        "{message}"
+    );
+    // Updates allowed again: the copy takes the key, then the key is published and signs.
+    for (api, name) in policy.iter().rev() {
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete the policy");
+    }
+    eventually(
+        &format!("{held} to sign"),
+        Duration::from_secs(90),
+        || async {
+            let secret = secrets.get_opt("api-signing-keys").await.ok()??;
+            (signing_kid(&secret)? == held).then_some(())
+        },
+    )
+    .await;
+    let copy = document(client, &blocked, COPY, COPY_KEY)
+        .await
+        .unwrap_or_default();
+    assert!(
+        kids(&copy).contains(&held),
+        "{held} signs; the copy lacks it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_follow_the_jwks_into_verifier_namespaces_and_leave_when_unwanted() {
     let client = client().await;
+    // A namespace receives copies only when it says so: a set is a tenant's object.
+    let accepts = (ACCEPT_LABEL, "true");
     let home = make_namespace(&client, "copies-home", &[]).await;
-    let named = make_namespace(&client, "copies-named", &[]).await;
-    let selected = make_namespace(&client, "copies-selected", &[(LABEL, "yes")]).await;
-    let taken = make_namespace(&client, "copies-taken", &[(LABEL, "yes")]).await;
+    let named = make_namespace(&client, "copies-named", &[accepts]).await;
+    let selected = make_namespace(&client, "copies-selected", &[(LABEL, "yes"), accepts]).await;
+    let taken = make_namespace(&client, "copies-taken", &[(LABEL, "yes"), accepts]).await;
+    let closed = make_namespace(&client, "copies-closed", &[(LABEL, "yes")]).await;
+    let unasked = make_namespace(&client, "copies-unasked", &[]).await;
     let theirs = ConfigMap {
         metadata: ObjectMeta {
             name: Some(COPY.into()),
@@ -225,8 +385,8 @@ async fn copies_follow_the_jwks_into_verifier_namespaces_and_leave_when_unwanted
     let spec = json!({"algorithm": "ES256", "rotationInterval": "16s", "publishLead": "6s",
         "propagationDelay": "1s", "verifierCacheTTL": format!("{cache}s"), "tokenTTL": "10s",
         "clockSkew": "1s", "jwks": {"copies": {"configMapName": COPY, "key": COPY_KEY,
-        "namespaces": [named], "namespaceSelector": {"matchLabels": {LABEL: "yes"}}}}});
-    apply_set(&client, &home, "api", spec).await;
+        "namespaces": [named, unasked], "namespaceSelector": {"matchLabels": {LABEL: "yes"}}}}});
+    apply_set(&client, &home, "api", spec.clone()).await;
 
     // Copies by name and by label hold the JWKS as the set's own ConfigMap publishes it.
     for ns in [&named, &selected] {
@@ -246,6 +406,17 @@ async fn copies_follow_the_jwks_into_verifier_namespaces_and_leave_when_unwanted
     .await;
     assert_eq!(reason, "CopyConflict", "{status} {message}");
     assert!(message.contains(&taken), "{message}");
+    // Named or selected, a namespace that does not accept copies gets none, and is named.
+    assert!(
+        message.contains(&format!("{unasked} (the namespace does not accept copies")),
+        "{message}"
+    );
+    for ns in [&closed, &unasked] {
+        assert!(
+            document(&client, ns, COPY, COPY_KEY).await.is_none(),
+            "a copy in {ns}"
+        );
+    }
     let kept = document(&client, &taken, COPY, COPY_KEY).await;
     assert_eq!(
         kept.as_deref(),
@@ -335,6 +506,8 @@ async fn copies_follow_the_jwks_into_verifier_namespaces_and_leave_when_unwanted
     )
     .await;
     assert!(document(&client, &named, COPY, COPY_KEY).await.is_some());
+
+    a_copy_that_cannot_be_updated_holds_the_next_key_back(&client, &home, &spec, accepts).await;
 
     // The set deleted: its copies go with it; the foreign ConfigMap stays.
     let sets: Api<JwtKeySet> = Api::namespaced(client.clone(), &home);

@@ -181,13 +181,16 @@ pub struct JwksCopiesSpec {
     #[schemars(pattern(CONFIG_KEY_PATTERN), length(max = 253))]
     pub key: Option<String>,
 
-    /// Namespaces to copy into, by name.
+    /// Namespaces to copy into, by name. With an operator watching every namespace, a
+    /// namespace receives copies only when labelled `jwt.keyrotator.dev/accept-jwks-copies:
+    /// "true"`: a JwtKeySet may not write into a namespace it merely names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "namespace_list_schema")]
     pub namespaces: Vec<String>,
 
-    /// Namespaces to copy into, by label (as trust-manager's `namespaceSelector`). `{}`
-    /// selects every namespace. Only when the operator watches every namespace.
+    /// Namespaces to copy into, by label (as trust-manager's `namespaceSelector`), among those
+    /// that accept copies (labelled `jwt.keyrotator.dev/accept-jwks-copies: "true"`); `{}`
+    /// selects all of them. Only when the operator watches every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
 }
