@@ -11,13 +11,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jsonwebtoken::{EncodingKey, Header};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -29,6 +27,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
+use support::verifier::{Verifier, interop, sign_es256};
 use support::{Operator, apply_set, client, eventually, namespace};
 
 use jwt_key_rotator::api::JwtKeySet;
@@ -102,17 +101,6 @@ fn first_carrying(copy: &Seen<BTreeSet<String>>, kid: &str) -> Option<u64> {
         .map(|(rv, _)| *rv)
 }
 
-/// A token signed with what the Secret's signing files hold now, as a signer that mounts it.
-fn sign(secret: &Secret) -> Option<String> {
-    let data = secret.data.as_ref()?;
-    let kid = String::from_utf8(data.get("kid")?.0.clone()).ok()?;
-    let key = EncodingKey::from_ec_pem(&data.get("private.pem")?.0).ok()?;
-    let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(kid.trim().to_string());
-    let exp = jiff::Timestamp::now().as_second() + 10;
-    jsonwebtoken::encode(&header, &json!({"sub": "login", "exp": exp}), &key).ok()
-}
-
 async fn make_namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> String {
     let ns = namespace(client, prefix).await;
     if !labels.is_empty() {
@@ -146,55 +134,21 @@ async fn copies_ready(client: &Client, ns: &str) -> Option<(String, String, Stri
     Some((c.status, c.reason, c.message))
 }
 
-/// PyJWT reading a JWKS file as a pod mounting the copy would (`file_verify.py`; the test keeps
-/// the file in step with the ConfigMap, swapped atomically as the kubelet does).
-struct FileVerifier {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    file: PathBuf,
-}
+/// A JWKS file as a pod mounting the copy reads it: the test keeps it in step with the
+/// ConfigMap, swapped atomically as the kubelet does.
+struct Mounted(PathBuf);
 
-impl FileVerifier {
-    fn start(file: &Path, cache_seconds: u64) -> FileVerifier {
-        let interop = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"));
-        let mut child = Command::new(interop.join(".venv/bin/python"))
-            .arg(interop.join("file_verify.py"))
-            .arg(file)
-            .arg(cache_seconds.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start PyJWT: {e} (tests/interop/setup.sh)"));
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        FileVerifier {
-            child,
-            stdin,
-            stdout,
-            file: file.to_path_buf(),
-        }
-    }
-
+impl Mounted {
     fn mount(&self, document: &str) {
-        let next = self.file.with_extension("next");
+        let next = self.0.with_extension("next");
         std::fs::write(&next, document).expect("write the mounted copy");
-        std::fs::rename(&next, &self.file).expect("swap the mounted copy");
-    }
-
-    fn verify(&mut self, token: &str) -> String {
-        writeln!(self.stdin, "{token}").expect("send a token");
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("read a verdict");
-        line.trim().to_string()
+        std::fs::rename(&next, &self.0).expect("swap the mounted copy");
     }
 }
 
-impl Drop for FileVerifier {
+impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -444,16 +398,21 @@ async fn copies_follow_the_jwks_into_verifier_namespaces_and_leave_when_unwanted
         (ns.clone(), record(maps, COPY, copy_kids))
     });
     let file = std::env::temp_dir().join(format!("copies-{}.jwks.json", std::process::id()));
-    let mut verifier = FileVerifier::start(&file, cache);
+    // PyJWT reading the copy as a pod mounting it would, reloading it every `cache` seconds.
+    let mounted = Mounted(file.clone());
+    let mut python = Command::new(interop().join(".venv/bin/python"));
+    python.arg(interop().join("file_verify.py"));
+    python.arg(&file).arg(cache.to_string());
+    let mut verifier = Verifier::start("PyJWT", python);
     let mut token = eventually("the first key to sign", DEADLINE, || async {
-        sign(&secrets.get_opt("api-signing-keys").await.ok()??)
+        sign_es256(&secrets.get_opt("api-signing-keys").await.ok()??)
     })
     .await;
     let (mut verified, mut refused) = (BTreeMap::<String, usize>::new(), Vec::new());
     let until = Instant::now() + Duration::from_secs(36);
     while Instant::now() < until {
         if let Some(copy) = document(&client, &named, COPY, COPY_KEY).await {
-            verifier.mount(&copy);
+            mounted.mount(&copy);
         }
         let verdict = verifier.verify(&token);
         match verdict.strip_prefix("ok ") {
@@ -464,7 +423,7 @@ async fn copies_follow_the_jwks_into_verifier_namespaces_and_leave_when_unwanted
         let Some(secret) = secrets.get_opt("api-signing-keys").await.ok().flatten() else {
             continue;
         };
-        token = sign(&secret).unwrap_or(token);
+        token = sign_es256(&secret).unwrap_or(token);
     }
     let recorded: BTreeMap<String, u64> = {
         let seen = manifests.lock().expect("the manifests seen");

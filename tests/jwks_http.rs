@@ -9,16 +9,15 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{EncodingKey, Header};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use serde_json::{Value, json};
+use support::verifier::{Verifier, interop, sign_es256};
 use support::{Operator, apply_set, client, eventually, namespace};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -314,61 +313,6 @@ async fn a_standby_replica_serves_the_same_jwks_as_the_leader() {
     assert_eq!(leaders, 1, "exactly one replica leads, the other stands by");
 }
 
-/// A verifier process reading tokens on stdin and answering one line each.
-struct Verifier {
-    name: &'static str,
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Verifier {
-    fn start(name: &'static str, mut cmd: Command) -> Verifier {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e} (see tests/interop/setup.sh)"));
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Verifier {
-            name,
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn verify(&mut self, token: &str) -> String {
-        writeln!(self.stdin, "{token}").expect("send a token");
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("read a verdict");
-        line.trim().to_string()
-    }
-}
-
-impl Drop for Verifier {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn interop() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"))
-}
-
-/// A token signed with what the Secret's signing files hold now, as a signer that mounts it.
-fn sign(secret: &Secret) -> Option<String> {
-    let data = secret.data.as_ref()?;
-    let kid = String::from_utf8(data.get("kid")?.0.clone()).ok()?;
-    let key = EncodingKey::from_ec_pem(&data.get("private.pem")?.0).ok()?;
-    let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(kid.trim().to_string());
-    let exp = jiff::Timestamp::now().as_second() + 10;
-    jsonwebtoken::encode(&header, &json!({"sub": "login", "exp": exp}), &key).ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyjwkclient_and_jose_fetching_over_http_with_their_caches_on_refuse_no_token_across_rotations()
  {
@@ -385,7 +329,7 @@ async fn pyjwkclient_and_jose_fetching_over_http_with_their_caches_on_refuse_no_
     apply_set(&client, &ns, "api", spec).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let first = eventually("the first key to sign", DEADLINE, || async {
-        sign(&secrets.get_opt("api-signing-keys").await.ok()??)
+        sign_es256(&secrets.get_opt("api-signing-keys").await.ok()??)
     })
     .await;
     let url = format!("http://{addr}/jwks/{ns}/api.json");
@@ -416,7 +360,7 @@ async fn pyjwkclient_and_jose_fetching_over_http_with_their_caches_on_refuse_no_
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some(next) = secrets.get_opt("api-signing-keys").await.ok().flatten() {
-            token = sign(&next).unwrap_or(token);
+            token = sign_es256(&next).unwrap_or(token);
         }
     }
     eprintln!("tokens each verifier accepted, by kid: {verified:?}");

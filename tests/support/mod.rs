@@ -13,6 +13,7 @@
 
 pub mod node;
 mod operator;
+pub mod verifier;
 
 #[allow(unused_imports)]
 pub use operator::Operator;
