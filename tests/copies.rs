@@ -286,9 +286,10 @@ async fn a_copy_that_cannot_be_updated_holds_the_next_key_back(
             .await
             .expect("delete the policy");
     }
+    // The failed passes backed off (up to ~48 s with jitter by now), then the lead runs.
     eventually(
         &format!("{held} to sign"),
-        Duration::from_secs(90),
+        Duration::from_secs(150),
         || async {
             let secret = secrets.get_opt("api-signing-keys").await.ok()??;
             (signing_kid(&secret)? == held).then_some(())

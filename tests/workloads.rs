@@ -2,8 +2,9 @@
 //! an EC and an HMAC set rotating; for each, a signer pod mounts the Secret as the README shows
 //! (`items`: `kid` and `private.pem`, or `secret` for HMAC) and signs with whatever it finds
 //! there, and a verifier pod mounts the JWKS ConfigMap (HMAC: the Secret's `verify.jwks.json`)
-//! and verifies every token the signer issued while it is valid. The kubelet refreshes the two
-//! volumes on its own, independently. Across several rotations not one valid token may be
+//! and verifies every token the signer issued while it is valid; for the EC set, a second
+//! verifier pod in another namespace mounts the set's JWKS copy (`spec.jwks.copies`) and
+//! verifies them too. The kubelet refreshes the volumes on its own, independently. Across several rotations not one valid token may be
 //! refused, and the delay from each API write to the file changing in each pod is measured
 //! and checked against the sets' `propagationDelay`.
 
@@ -14,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Api, PostParams};
+use jwt_key_rotator::copies::ACCEPT_LABEL;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
@@ -49,6 +51,8 @@ struct Observed {
     /// Delays (ms) from an API write to the file changing in the pod.
     signer_delays_ms: Vec<u64>,
     verifier_delays_ms: Vec<u64>,
+    /// Verifications by a pod in another namespace mounting the set's JWKS copy (ES256).
+    copy_verifications: usize,
 }
 
 /// A file's contents as the pods' `watch` reports it: the kids it holds.
@@ -198,11 +202,22 @@ async fn rotate_under_load(client: Client, algorithm: &'static str) -> Observed 
             m.data.as_ref()?.get("jwks.json").map(|t| kids_of_jwks(t))
         })
     };
+    // The EC set is copied into a verifier namespace of its own, whose pod mounts the copy.
+    let copy_ns = match algorithm {
+        "ES256" => Some(accepting_namespace(&client, "workload-es256-copy").await),
+        _ => None,
+    };
+    let copies = copy_ns
+        .iter()
+        .map(|n| json!({"copies": {"namespaces": [n]}}))
+        .next()
+        .unwrap_or(json!({}));
     support::apply_set(
         &client,
         &ns,
         name,
         json!({
+            "jwks": copies,
             "algorithm": algorithm,
             "rotationInterval": format!("{ROTATION_INTERVAL_S}s"),
             "publishLead": format!("{PUBLISH_LEAD_S}s"),
@@ -256,6 +271,14 @@ async fn rotate_under_load(client: Client, algorithm: &'static str) -> Observed 
     }
     node::wait_pod_ready(&client, &ns, "signer", POD_DEADLINE).await;
     node::wait_pod_ready(&client, &ns, "verifier", POD_DEADLINE).await;
+    if let Some(copy_ns) = &copy_ns {
+        let copy_pods: Api<Pod> = Api::namespaced(client.clone(), copy_ns);
+        copy_pods
+            .create(&PostParams::default(), &verifier)
+            .await
+            .unwrap_or_else(|e| panic!("{copy_ns}: create pod: {e}"));
+        node::wait_pod_ready(&client, copy_ns, "verifier", POD_DEADLINE).await;
+    }
 
     // Sign, then verify every token still valid, until the signer has used ROTATIONS + 1 keys.
     let mut observed = Observed::default();
@@ -306,6 +329,15 @@ async fn rotate_under_load(client: Client, algorithm: &'static str) -> Observed 
             verified.stdout, verified.stderr, observed.signing_kids
         );
         observed.verifications += valid.len();
+        if let Some(copy_ns) = &copy_ns {
+            let verified = exec(copy_ns, "verifier", &args).await;
+            assert!(
+                verified.success,
+                "{copy_ns}: the verifier of the copy refused a valid token:\n{}{}\nsigning kids so far: {:?}",
+                verified.stdout, verified.stderr, observed.signing_kids
+            );
+            observed.copy_verifications += valid.len();
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -322,6 +354,18 @@ async fn rotate_under_load(client: Client, algorithm: &'static str) -> Observed 
         &format!("{ns} verifier"),
     );
     observed
+}
+
+/// A restricted namespace that accepts JWKS copies.
+async fn accepting_namespace(client: &Client, prefix: &str) -> String {
+    let ns = node::restricted_namespace(client, prefix).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let labels = json!({"metadata": {"labels": {ACCEPT_LABEL: "true"}}});
+    namespaces
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .unwrap_or_else(|e| panic!("label {ns}: {e}"));
+    ns
 }
 
 fn median_max(values: &[u64]) -> (u64, u64) {
@@ -370,10 +414,11 @@ async fn no_valid_token_is_refused_across_rotations_of_mounted_keys() {
         let (sm, sx) = median_max(&observed.signer_delays_ms);
         let (vm, vx) = median_max(&observed.verifier_delays_ms);
         report += &format!(
-            "  {alg}: {} keys signed {} tokens, {} verifications, none refused; signer delay median {sm} ms max {sx} ms ({} writes); verifier delay median {vm} ms max {vx} ms ({} writes)\n",
+            "  {alg}: {} keys signed {} tokens, {} verifications (+{} from a copy in another namespace), none refused; signer delay median {sm} ms max {sx} ms ({} writes); verifier delay median {vm} ms max {vx} ms ({} writes)\n",
             observed.signing_kids.len(),
             observed.tokens,
             observed.verifications,
+            observed.copy_verifications,
             observed.signer_delays_ms.len(),
             observed.verifier_delays_ms.len()
         );
@@ -383,6 +428,10 @@ async fn no_valid_token_is_refused_across_rotations_of_mounted_keys() {
             observed.signing_kids.len() > ROTATIONS,
             "{alg}: {:?}",
             observed.signing_kids
+        );
+        assert!(
+            *alg != "ES256" || observed.copy_verifications > 0,
+            "ES256: nothing verified from the copy"
         );
         assert!(
             observed.signer_delays_ms.len() >= ROTATIONS,
