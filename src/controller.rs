@@ -33,14 +33,13 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
-    let (scopes, copy_scope, namespace_events) = if namespaces.is_empty() {
+    let (scopes, copy_scope, mut namespace_events) = if namespaces.is_empty() {
         let (events, store) = watched_namespaces(&client);
         (vec![None], copies::Scope::All(store), Some(events))
     } else {
         let only = copies::Scope::Only(namespaces.iter().cloned().collect());
         (namespaces.into_iter().map(Some).collect(), only, None)
     };
-    let mut namespace_events = namespace_events;
     let (mut secret_stores, mut map_stores) = (vec![], vec![]);
     let controllers: Vec<Controller<JwtKeySet>> = scopes
         .into_iter()
@@ -64,20 +63,9 @@ pub async fn run(
                 .watches_stream(maps, map_triggers);
             match namespace_events.take() {
                 // A namespace created, labelled or deleted: the sets that copy by selector.
-                Some(events) => controller.watches_stream(events, move |_| {
-                    copying
-                        .state()
-                        .iter()
-                        .filter(|s| {
-                            s.spec
-                                .jwks
-                                .copies
-                                .as_ref()
-                                .is_some_and(|c| c.namespace_selector.is_some())
-                        })
-                        .map(|s| ObjectRef::from_obj(s.as_ref()))
-                        .collect::<Vec<_>>()
-                }),
+                Some(events) => {
+                    controller.watches_stream(events, move |_| copying_by_selector(&copying))
+                }
                 None => controller,
             }
         })
@@ -186,6 +174,19 @@ fn map_triggers(map: ConfigMap) -> Vec<ObjectRef<JwtKeySet>> {
             }
         });
     owners.chain(copies::source_of(&map)).collect()
+}
+
+/// The sets that copy their JWKS into namespaces chosen by label.
+fn copying_by_selector(sets: &Store<JwtKeySet>) -> Vec<ObjectRef<JwtKeySet>> {
+    let by_selector = |s: &JwtKeySet| {
+        let copies = s.spec.jwks.copies.as_ref();
+        copies.is_some_and(|c| c.namespace_selector.is_some())
+    };
+    sets.state()
+        .iter()
+        .filter(|s| by_selector(s))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
 }
 
 /// Every namespace's metadata (cluster mode only: namespaced RBAC cannot list them), for

@@ -736,8 +736,9 @@ fn wanted_finalizers(ctx: &Context, set: &JwtKeySet) -> Vec<&'static str> {
         wanted.push(RETAIN_FINALIZER);
     }
     // An unlisted cache may not show copies that exist: the finalizer stays until it can tell.
-    let may_have_copies = !ctx.caches.config_maps.ready() || copies::any(ctx, set);
-    if set.spec.jwks.copies.is_some() || (holds_copies_finalizer(set) && may_have_copies) {
+    // The cache is scanned only for a set that holds the finalizer (none without it).
+    let may_have_copies = || !ctx.caches.config_maps.ready() || copies::any(ctx, set);
+    if set.spec.jwks.copies.is_some() || (holds_copies_finalizer(set) && may_have_copies()) {
         wanted.push(COPIES_FINALIZER);
     }
     wanted
