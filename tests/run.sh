@@ -14,7 +14,11 @@ started=$SECONDS
 RUN_TMP="$(mktemp -d /tmp/jwt-rotator-run.XXXXXX)"
 export TMPDIR="$RUN_TMP"
 trap 'rm -rf "$RUN_TMP"' EXIT
-step() { printf '\n==> %s (%ss)\n' "$*" "$((SECONDS - started))"; }
+# Each step shows the free disk: a full disk kills the linker with a bare "Bus error".
+step() {
+  printf '\n==> %s (%ss, %s free)\n' "$*" "$((SECONDS - started))" \
+    "$(df -h --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')"
+}
 
 step "etcd, Kubernetes, kubectl, helm, containerd: install and build once (tests/control-plane/setup.sh)"
 bash tests/control-plane/setup.sh
