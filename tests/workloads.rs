@@ -4,9 +4,9 @@
 //! there, and a verifier pod mounts the JWKS ConfigMap (HMAC: the Secret's `verify.jwks.json`)
 //! and verifies every token the signer issued while it is valid; for the EC set, a second
 //! verifier pod in another namespace mounts the set's JWKS copy (`spec.jwks.copies`) and
-//! verifies them too. The kubelet refreshes the volumes on its own, independently. Across several rotations not one valid token may be
-//! refused, and the delay from each API write to the file changing in each pod is measured
-//! and checked against the sets' `propagationDelay`.
+//! verifies them too. The kubelet refreshes the volumes on its own, independently. Across
+//! several rotations not one valid token may be refused, and the delay from each API write to
+//! the file changing in each pod is measured and checked against the sets' `propagationDelay`.
 
 mod support;
 
@@ -207,11 +207,10 @@ async fn rotate_under_load(client: Client, algorithm: &'static str) -> Observed 
         "ES256" => Some(accepting_namespace(&client, "workload-es256-copy").await),
         _ => None,
     };
-    let copies = copy_ns
-        .iter()
-        .map(|n| json!({"copies": {"namespaces": [n]}}))
-        .next()
-        .unwrap_or(json!({}));
+    let copies = match &copy_ns {
+        Some(n) => json!({"copies": {"namespaces": [n]}}),
+        None => json!({}),
+    };
     support::apply_set(
         &client,
         &ns,
